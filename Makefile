@@ -1,0 +1,58 @@
+# openpod: two commands do everything on a fresh machine.
+#   make up    install what is missing, run control plane + a local node, configure the CLI
+#   make test  install what is missing, run ruff, mypy, import-layer contracts and pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := openssh-server openssh-client postgresql bubblewrap
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: up test lint typecheck contracts pytest bench deps system-deps clean
+
+up: deps
+	$(BIN)/openpod up --data-dir $(CURDIR)/.openpod
+
+test: deps lint typecheck contracts pytest
+
+lint: deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: deps
+	$(BIN)/mypy
+
+contracts: deps
+	$(BIN)/lint-imports
+
+pytest: deps
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: deps
+	$(BIN)/python -m bench.pod_startup
+
+deps: system-deps $(STAMP)
+
+# Debian packages the platform and its tests run for real (sshd in pods, PostgreSQL for the
+# store tests). Installed only when absent; needs root (as on the dev and CI machines).
+system-deps:
+	@missing=""; \
+	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root or install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from openpod.entry import main
+
+main()

@@ -1,0 +1,1 @@
+"""GPUs of this host: only this package talks to NVML."""

@@ -1,0 +1,1 @@
+"""Pod runtimes: only this package starts, stops and removes pod processes or containers."""

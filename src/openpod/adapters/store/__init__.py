@@ -1,0 +1,31 @@
+"""The store: only this package talks to the database (SQLAlchemy 2; SQLite or PostgreSQL).
+
+Schema changes go through Alembic migrations in `migrations/`; `migrate(url)` brings any
+database to the newest revision.
+"""
+
+from openpod.adapters.store.engine import Database, StoreError, migrate
+from openpod.adapters.store.models import (
+    Account,
+    ApiKey,
+    Base,
+    GpuType,
+    Node,
+    Pod,
+    Provider,
+    SSHKey,
+)
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Database",
+    "GpuType",
+    "Node",
+    "Pod",
+    "Provider",
+    "SSHKey",
+    "StoreError",
+    "migrate",
+]

@@ -1,0 +1,168 @@
+"""Tables. Money columns hold exact integers of any size (stored as decimal text)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BigUInt(TypeDecorator[int]):
+    """A non-negative integer of any size (token base units), exact on SQLite and PostgreSQL."""
+
+    impl = String(78)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value < 0:
+            raise ValueError("amounts are never negative")
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    wallet_address: Mapped[str | None] = mapped_column(String(42), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SSHKey(Base):
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("account_id", "fingerprint"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    key_type: Mapped[str] = mapped_column(String(40))
+    bits: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(60))
+    public_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GpuType(Base):
+    __tablename__ = "gpu_types"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # "NVIDIA H100 80GB HBM3"
+    display_name: Mapped[str] = mapped_column(String(100))
+    memory_gb: Mapped[int] = mapped_column(Integer)
+    rate_per_second: Mapped[int] = mapped_column(BigUInt)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    payout_wallet: Mapped[str] = mapped_column(String(42))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    public_host: Mapped[str | None] = mapped_column(String(255), default=None)
+    runtime: Mapped[str | None] = mapped_column(String(32), default=None)
+    # [{"index": 0, "type": "NVIDIA H200", "uuid": null}, ...] as the node last declared them
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Pod(Base):
+    __tablename__ = "pods"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), index=True, default=None)
+    name: Mapped[str] = mapped_column(String(100))
+    image: Mapped[str] = mapped_column(String(500))
+    gpu_type_id: Mapped[str] = mapped_column(ForeignKey("gpu_types.id"))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    gpu_indices: Mapped[list[Any]] = mapped_column(default=list)
+    ports: Mapped[list[Any]] = mapped_column(default=list)  # ["22/tcp", "8888/http"]
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    command: Mapped[list[Any]] = mapped_column(default=list)
+    pod_public_key: Mapped[str | None] = mapped_column(Text, default=None)
+    rate_per_second: Mapped[int] = mapped_column(BigUInt)  # fixed when the run starts
+    desired_status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    public_host: Mapped[str | None] = mapped_column(String(255), default=None)
+    port_mappings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"22": 40123}
+    ready_ports: Mapped[list[Any]] = mapped_column(default=list)
+    ssh_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    ssh_available: Mapped[bool] = mapped_column(Boolean, default=True)
+    ssh_user: Mapped[str | None] = mapped_column(String(64), default=None)
+    ssh_host_key: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_started_at: Mapped[datetime | None] = mapped_column(default=None)

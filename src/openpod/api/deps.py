@@ -1,0 +1,46 @@
+"""Request plumbing: the app's state, the bearer credential, one transaction per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from openpod.adapters.store import Account, Database
+from openpod.services import accounts
+from openpod.services.hub import NodeHub
+from openpod.settings import ServerSettings
+
+T = TypeVar("T")
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer op_...`")
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    db: Database
+    hub: NodeHub
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.openpod
+    return state
+
+
+def bearer(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    return credentials.credentials if credentials else None
+
+
+State = Annotated[AppState, Depends(app_state)]
+Key = Annotated[str | None, Depends(bearer)]
+
+
+async def as_account(state: AppState, key: str | None, fn: Callable[[Session, Account], T]) -> T:
+    """Authenticate and run `fn` in the same transaction (one round trip to the store)."""
+    return await state.hub.run_db(lambda session: fn(session, accounts.authenticate(session, key)))

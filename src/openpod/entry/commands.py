@@ -1,0 +1,167 @@
+"""Server-side commands: `openpod server`, `openpod node`, `openpod admin ...`, `openpod up`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def server(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite database lives.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL, e.g. postgresql://user@host/db.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the control plane (REST API, node channel). Settings also come from OPENPOD_* env."""
+    import uvicorn
+
+    from openpod.api.app import create_app
+    from openpod.settings import ServerSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "database_url": database_url,
+        }.items()
+        if v is not None
+    }
+    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    _logging(log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=log_level == "debug",
+        ws_ping_interval=20,
+    )
+
+
+def node(
+    api_url: Annotated[str | None, typer.Option(help="The control plane's URL.")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Node token (or OPENPOD_NODE_TOKEN).", show_default=False)
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help='Declared GPUs when NVML finds none: "NVIDIA GeForce RTX 4090:2".'),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where pods live on this host.")] = None,
+    public_host: Annotated[str | None, typer.Option(help="Address users reach pods at.")] = None,
+    bind_host: Annotated[str | None, typer.Option(help="Address pod ports listen on.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run a provider node agent with the local runtime."""
+    from openpod.adapters.gpus import nvml
+    from openpod.adapters.runtimes.local import LocalRuntime
+    from openpod.domain.errors import InvalidGpuSpec
+    from openpod.domain.gpus import parse_gpu_declaration
+    from openpod.node.agent import NodeAgent, NodeAuthError
+    from openpod.protocol import GpuInfo
+    from openpod.settings import NodeSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "api_url": api_url,
+            "token": token,
+            "gpus": gpus,
+            "data_dir": data_dir,
+            "public_host": public_host,
+            "bind_host": bind_host,
+        }.items()
+        if v is not None
+    }
+    settings = NodeSettings(**overrides)  # type: ignore[arg-type]
+    _logging(log_level)
+    if not settings.token:
+        raise typer.BadParameter("a node token is needed: --token or OPENPOD_NODE_TOKEN")
+    try:
+        devices = (parse_gpu_declaration(settings.gpus) if settings.gpus else nvml.discover()) or ()
+    except InvalidGpuSpec as error:
+        raise typer.BadParameter(str(error), param_hint="'--gpus'") from None
+    if not devices:
+        typer.echo("warning: no GPUs found by NVML and none declared (--gpus)", err=True)
+    runtime = LocalRuntime(settings.data_dir, bind_host=settings.bind_host)
+    agent = NodeAgent(
+        api_url=settings.api_url,
+        token=settings.token,
+        runtime=runtime,
+        gpus=[GpuInfo(index=d.index, type=d.type, uuid=d.uuid) for d in devices],
+        public_host=settings.public_host,
+        stop_grace=settings.stop_grace_seconds,
+    )
+    try:
+        asyncio.run(agent.run())
+    except NodeAuthError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(4) from None
+    except KeyboardInterrupt:
+        pass
+
+
+admin = typer.Typer(help="Operator commands that act on the control plane's database directly.")
+
+
+@admin.command("create-account")
+def create_account(
+    name: str,
+    is_admin: Annotated[bool, typer.Option("--admin", help="Make it an admin.")] = False,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+    database_url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create an account and print its API key (shown once)."""
+    from openpod.adapters.store import Database, migrate
+    from openpod.services import accounts
+    from openpod.settings import ServerSettings
+
+    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items() if v}
+    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    migrate(settings.db_url())
+    db = Database(settings.db_url())
+    with db.transaction() as session:
+        account, key = accounts.create_account(session, name, is_admin=is_admin)
+    db.dispose()
+    typer.echo(f"account {account.id} ({'admin' if is_admin else 'user'})")
+    typer.echo(f"api key: {key}")
+
+
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Where the dev platform keeps its state.")] = Path(
+        ".openpod"
+    ),
+    port: Annotated[int, typer.Option(help="Control plane port.")] = 8420,
+    gpus: Annotated[
+        str, typer.Option(help="GPUs the local node declares when NVML finds none.")
+    ] = ("NVIDIA GeForce RTX 4090:4,NVIDIA H100 80GB HBM3:2"),
+) -> None:
+    """Run the whole platform on this machine (control plane + one local node) until Ctrl-C."""
+    from openpod.entry.devstack import run_devstack
+
+    raise typer.Exit(run_devstack(data_dir.resolve(), port, gpus))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.command("node")(node)
+    app.command("up")(up)
+    app.add_typer(admin, name="admin")

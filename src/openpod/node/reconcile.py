@@ -1,0 +1,75 @@
+"""What the agent does to bring one pod from what the runtime shows to what the plane wants."""
+
+from __future__ import annotations
+
+from openpod.adapters.runtimes.base import (
+    PodLaunch,
+    PodObservation,
+    PodPhase,
+    PortRequest,
+    Runtime,
+    RuntimeError_,
+)
+from openpod.protocol import PodAssignment, PodReport
+
+_LIVE = (PodPhase.STARTING, PodPhase.RUNNING)
+
+
+def launch_of(assignment: PodAssignment) -> PodLaunch:
+    ports = []
+    for item in assignment.spec.ports:
+        number, _, proto = item.partition("/")
+        ports.append(PortRequest(int(number), proto or "tcp"))
+    return PodLaunch(
+        pod_id=assignment.pod_id,
+        generation=assignment.generation,
+        image=assignment.spec.image,
+        command=tuple(assignment.spec.command),
+        env=dict(assignment.spec.env),
+        ports=tuple(ports),
+        gpu_indices=tuple(assignment.spec.gpu_indices),
+        public_keys=tuple(assignment.spec.public_keys),
+    )
+
+
+def reconcile(runtime: Runtime, assignment: PodAssignment, grace: float) -> PodReport:
+    """One step towards the desired state (blocking: run it off the event loop)."""
+    pod_id = assignment.pod_id
+    try:
+        obs = runtime.observe(pod_id)
+        if assignment.desired == "running":
+            current = obs.generation == assignment.generation
+            if obs.phase in _LIVE and not current:
+                runtime.stop(pod_id, grace)  # an older run still up: never two at once
+                obs = runtime.start(launch_of(assignment))
+            elif obs.phase in (PodPhase.ABSENT, PodPhase.STOPPED) or (
+                obs.phase is PodPhase.EXITED and not current
+            ):
+                obs = runtime.start(launch_of(assignment))
+        elif assignment.desired == "stopped":
+            if obs.phase in _LIVE or obs.phase is PodPhase.EXITED:
+                obs = runtime.stop(pod_id, grace)
+        else:
+            runtime.remove(pod_id, grace)
+            obs = PodObservation(pod_id, assignment.generation, PodPhase.ABSENT)
+    except RuntimeError_ as error:
+        return PodReport(
+            pod_id=pod_id, generation=assignment.generation, phase="failed", reason=str(error)
+        )
+    return report_of(obs)
+
+
+def report_of(obs: PodObservation) -> PodReport:
+    return PodReport(
+        pod_id=obs.pod_id,
+        generation=obs.generation,
+        phase=obs.phase.value,
+        port_mappings={str(k): v for k, v in obs.port_mappings.items()},
+        ready_ports=list(obs.ready_ports),
+        ssh_ready=obs.ssh_ready,
+        ssh_available=obs.ssh_available,
+        ssh_user=obs.ssh_user,
+        ssh_host_key=obs.ssh_host_key,
+        exit_code=obs.exit_code,
+        reason=obs.reason,
+    )

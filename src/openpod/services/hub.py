@@ -1,0 +1,139 @@
+"""The live side of the node channel: which nodes are connected, and who waits on which pod.
+
+One control-plane process holds the hub; the database stays the truth, so a restart loses
+nothing: nodes reconnect, send `hello`, and get a full `sync` back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from sqlalchemy.orm import Session
+
+from openpod.adapters.store import Database, Pod
+from openpod.protocol import Hello, PodMessage, PodStatusMessage, Sync, node_message
+from openpod.services import node_channel, providers
+from openpod.services.errors import InvalidInput
+
+log = logging.getLogger("openpod.hub")
+T = TypeVar("T")
+
+
+class NodeLink(Protocol):
+    """A connected node, as the hub sees it (a WebSocket in the API layer)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class NodeHub:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._links: dict[str, NodeLink] = {}
+        self._send_locks: dict[str, asyncio.Lock] = {}
+        self._changes: dict[str, asyncio.Event] = {}
+
+    async def run_db(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in one transaction on a worker thread (the store is synchronous)."""
+
+        def work() -> T:
+            with self.db.transaction() as session:
+                return fn(session)
+
+        return await asyncio.to_thread(work)
+
+    # --- connections -------------------------------------------------------------------------
+
+    def is_connected(self, node_id: str) -> bool:
+        return node_id in self._links
+
+    async def attach(self, node_id: str, link: NodeLink, hello: Hello) -> None:
+        """A node said hello: record its GPUs, apply what it holds, and send it the full state."""
+        old = self._links.pop(node_id, None)
+        if old is not None:
+            await old.close(4000, "replaced by a newer connection of the same node")
+
+        def connect(session: Session) -> tuple[list[str], Sync]:
+            providers.node_connected(
+                session,
+                node_id,
+                runtime=hello.runtime,
+                public_host=hello.public_host,
+                gpus=hello.gpus,
+            )
+            changed = [
+                report.pod_id
+                for report in hello.pods
+                if node_channel.apply_report(session, node_id, report).changed
+            ]
+            return changed, Sync(pods=node_channel.assignments(session, node_id))
+
+        changed, sync = await self.run_db(connect)
+        self._links[node_id] = link
+        self._send_locks[node_id] = asyncio.Lock()
+        for pod_id in changed:
+            self.pod_changed(pod_id)
+        await self._send(node_id, sync.model_dump_json())
+        log.info(
+            "node %s connected with %d GPUs, %d pods", node_id, len(hello.gpus), len(sync.pods)
+        )
+
+    async def detach(self, node_id: str, link: NodeLink) -> None:
+        if self._links.get(node_id) is not link:
+            return  # already replaced by a newer connection
+        del self._links[node_id]
+        await self.run_db(lambda session: providers.node_disconnected(session, node_id))
+        log.info("node %s disconnected", node_id)
+
+    async def receive(self, node_id: str, text: str) -> None:
+        """One message from a node after its hello."""
+        message = node_message.validate_json(text)
+        if not isinstance(message, PodStatusMessage):
+            raise InvalidInput(f"unexpected {message.type!r} message after hello")
+        report = message.pod
+        outcome = await self.run_db(lambda s: node_channel.apply_report(s, node_id, report))
+        if outcome.changed:
+            self.pod_changed(report.pod_id)
+        if outcome.reply is not None:
+            await self._send(node_id, PodMessage(pod=outcome.reply).model_dump_json())
+
+    async def push(self, pod_id: str) -> None:
+        """Tell the pod's node what is now wanted of it (nothing if the node is offline)."""
+
+        def load(session: Session) -> tuple[str | None, PodMessage | None]:
+            pod = session.get(Pod, pod_id)
+            if pod is None or pod.node_id is None:
+                return None, None
+            return pod.node_id, PodMessage(pod=node_channel.assignment(session, pod))
+
+        self.pod_changed(pod_id)
+        node_id, message = await self.run_db(load)
+        if node_id is not None and message is not None and node_id in self._links:
+            await self._send(node_id, message.model_dump_json())
+
+    async def _send(self, node_id: str, data: str) -> None:
+        link = self._links.get(node_id)
+        if link is None:
+            return
+        async with self._send_locks[node_id]:
+            try:
+                await link.send_text(data)
+            except (OSError, RuntimeError) as error:
+                # The receive loop sees the broken connection and detaches it; the next
+                # hello + sync resends everything.
+                log.warning("send to node %s failed: %s", node_id, error)
+
+    # --- waiting on pods ---------------------------------------------------------------------
+
+    def pod_changed(self, pod_id: str) -> None:
+        event = self._changes.pop(pod_id, None)
+        if event is not None:
+            event.set()
+
+    def change_signal(self, pod_id: str) -> asyncio.Event:
+        """An event set at the pod's next change; take it *before* reading the pod's state."""
+        return self._changes.setdefault(pod_id, asyncio.Event())

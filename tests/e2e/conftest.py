@@ -1,0 +1,63 @@
+"""A running platform for end-to-end tests: control plane + one local node + a user with a key."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.support.platform import Api, ControlPlane, NodeAgentProc, signup, wait_node_online
+
+GPUS = "NVIDIA GeForce RTX 4090:4,NVIDIA H100 80GB HBM3:2"
+
+
+@dataclass
+class Platform:
+    root: Path
+    plane: ControlPlane
+    node: NodeAgentProc
+    node_id: str
+    provider: Api
+    user: Api
+    key_file: Path
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    root = Path(tempfile.mkdtemp(prefix="openpod-e2e-"))
+    plane = ControlPlane(root / "plane")
+    (root / "plane").mkdir()
+    node: NodeAgentProc | None = None
+    try:
+        plane.start()
+        provider = signup(plane.url, "provider")
+        provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "11" * 20})
+        created = provider.ok("POST", "/nodes", json={"name": "local"})
+        node = NodeAgentProc(plane, created["token"], root / "node", GPUS)
+        node.start()
+        wait_node_online(provider, created["id"])
+        user = signup(plane.url, "user")
+        key_file = root / "id_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
+        )
+        user.ok("POST", "/ssh-keys", json={"publicKey": key_file.with_suffix(".pub").read_text()})
+        yield Platform(root, plane, node, created["id"], provider, user, key_file)
+    finally:
+        if node is not None:
+            node.stop()
+            _remove_pods(root / "node")
+        plane.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_pods(node_root: Path) -> None:
+    from openpod.adapters.runtimes.local import LocalRuntime
+
+    runtime = LocalRuntime(node_root)
+    for obs in runtime.adopt():
+        runtime.remove(obs.pod_id, 1.0)

@@ -1,0 +1,178 @@
+"""End to end on real servers: a pod from create to terminate, entered with the real ssh client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import Platform
+from tests.support.net import port_open, wait_until
+from tests.support.ssh import ssh
+
+HTTP_CMD = ["sh", "-c", 'exec python3 -m http.server --bind 127.0.0.1 "$OPENPOD_TCP_PORT_8888"']
+
+
+def _free(platform: Platform, gpu: str) -> int:
+    types = platform.user.ok("GET", "/gpu-types")
+    return int(next(t["free"] for t in types if t["id"] == gpu))
+
+
+def test_create_ssh_stop_resume_terminate(platform: Platform, tmp_path: Path) -> None:
+    user = platform.user
+    free_before = _free(platform, "NVIDIA GeForce RTX 4090")
+    created = user.ok(
+        "POST",
+        "/pods",
+        json={
+            "name": "e2e",
+            "imageName": "local",
+            "gpuTypeIds": ["NVIDIA GeForce RTX 4090"],
+            "gpuCount": 2,
+            "ports": "8888/http,22/tcp",
+            "env": {"GREETING": "hello world"},
+            "dockerStartCmd": HTTP_CMD,
+        },
+    )
+    assert created["status"] == "STARTING" and created["desiredStatus"] == "RUNNING"
+    pod = user.wait(created["id"])
+    assert pod["status"] == "RUNNING"
+    assert pod["ssh"]["command"].startswith(f"ssh root@127.0.0.1 -p {pod['portMappings']['22']}")
+    assert _free(platform, "NVIDIA GeForce RTX 4090") == free_before - 2
+
+    out = ssh(
+        pod,
+        platform.key_file,
+        'echo "$OPENPOD_POD_ID|$GREETING|$(pwd)|$CUDA_VISIBLE_DEVICES"; '
+        "echo kept > /workspace/kept.txt",
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    pod_id, greeting, cwd, cuda = out.stdout.strip().split("|")
+    assert (pod_id, greeting, cwd) == (pod["id"], "hello world", "/workspace")
+    assert sorted(int(i) for i in cuda.split(",")) == sorted(pod["gpuIndices"])
+
+    def http_ready() -> bool:
+        return 8888 in user.ok("GET", f"/pods/{pod['id']}")["readyPorts"]
+
+    wait_until(http_ready, 15, "the pod's HTTP port to be reported ready")
+    host_ports = [int(p) for p in pod["portMappings"].values()]
+    assert all(port_open(p) for p in host_ports)
+
+    user.ok("POST", f"/pods/{pod['id']}/stop")
+    stopped = user.wait(pod["id"], "STOPPED")
+    assert stopped["ssh"] is None and stopped["portMappings"] == {}
+    assert not any(port_open(p) for p in host_ports), "a port of the stopped pod still answers"
+    assert _free(platform, "NVIDIA GeForce RTX 4090") == free_before
+
+    user.ok("POST", f"/pods/{pod['id']}/start")
+    resumed = user.wait(pod["id"])
+    assert resumed["ssh"]["hostKey"] == pod["ssh"]["hostKey"], "host key changed across resume"
+    out = ssh(resumed, platform.key_file, "cat /workspace/kept.txt", tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "kept", out.stderr
+
+    user.ok("DELETE", f"/pods/{pod['id']}")
+    gone = user.wait(pod["id"], "TERMINATED")
+    assert gone["status"] == "TERMINATED"
+    assert not (platform.root / "node" / "pods" / pod["id"]).exists(), "pod files left behind"
+    assert not any(port_open(int(p)) for p in resumed["portMappings"].values())
+    assert pod["id"] not in [p["id"] for p in user.ok("GET", "/pods")]
+    assert _free(platform, "NVIDIA GeForce RTX 4090") == free_before
+
+
+def test_workload_exit_stops_the_pod_with_its_code(platform: Platform) -> None:
+    created = platform.user.ok(
+        "POST",
+        "/pods",
+        json={
+            "name": "exits",
+            "imageName": "local",
+            "gpuTypeId": "NVIDIA GeForce RTX 4090",
+            "gpuCount": 1,
+            "dockerStartCmd": ["sh", "-c", "exit 3"],
+        },
+    )
+
+    def ended() -> bool:
+        return platform.user.ok("GET", f"/pods/{created['id']}")["status"] in ("FAILED", "STOPPED")
+
+    wait_until(ended, 15, "the exiting pod to end")
+    pod = platform.user.ok("GET", f"/pods/{created['id']}")
+    assert pod["status"] == "FAILED" and pod["statusReason"] == "workload exited with code 3"
+    assert pod["desiredStatus"] == "STOPPED"
+    platform.user.ok("DELETE", f"/pods/{created['id']}")
+    platform.user.wait(created["id"], "TERMINATED")
+
+
+def _pods(platform: Platform) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = platform.user.ok(
+        "GET", "/pods", params={"includeTerminated": True}
+    )
+    return result
+
+
+def test_bad_input_is_refused_clearly_and_changes_nothing(platform: Platform) -> None:
+    before = _pods(platform)
+    good = {
+        "name": "bad",
+        "imageName": "local",
+        "gpuTypeIds": ["NVIDIA GeForce RTX 4090"],
+        "gpuCount": 1,
+    }
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"gpuTypeIds": ["NVIDIA Imaginary 1"]}, 400, "unknown GPU type 'NVIDIA Imaginary 1'"),
+        ({"gpuCount": 0}, 400, "gpuCount must be between 1 and 16, not 0"),
+        ({"gpuCount": 5}, 409, "not enough free NVIDIA GeForce RTX 4090: 5 asked, 4 of 4 free"),
+        ({"ports": "8888/udpx"}, 400, "protocol 'udpx' is not one of http, tcp"),
+        ({"ports": "70000/tcp"}, 400, "70000 is outside 1-65535"),
+        ({"ports": ["8888/http", "8888/http"]}, 400, "port 8888 is listed more than once"),
+        ({"imageName": ""}, 400, "imageName must not be empty"),
+        ({"publicKey": "ssh-rsa AAAAB3NzaC1yc2E"}, 400, "SSH public key"),
+        ({"gpuCount": "two"}, 422, "gpuCount"),
+    ]
+    for change, status, message in cases:
+        response = platform.user.post("/pods", json={**good, **change})
+        assert response.status_code == status, (change, response.text)
+        assert message in response.json()["detail"], (change, response.text)
+    bad_key = platform.user.post("/ssh-keys", json={"publicKey": "ssh-ed25519 nope"})
+    assert bad_key.status_code == 400 and "not base64" in bad_key.json()["detail"]
+    assert _pods(platform) == before
+
+
+def test_auth_and_ownership(platform: Platform) -> None:
+    from tests.support.platform import Api, signup
+
+    created = platform.user.ok(
+        "POST",
+        "/pods",
+        json={
+            "name": "mine",
+            "imageName": "local",
+            "gpuTypeId": "NVIDIA GeForce RTX 4090",
+            "gpuCount": 1,
+        },
+    )
+    anonymous = Api(platform.plane.url)
+    missing = anonymous.get("/pods")
+    assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
+    wrong = Api(platform.plane.url, "op_wrong").get("/pods")
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
+    mallory = signup(platform.plane.url, "mallory")
+    for method, path in [("GET", ""), ("POST", "/stop"), ("POST", "/start"), ("DELETE", "")]:
+        response = mallory.request(method, f"/pods/{created['id']}{path}")
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["detail"] == f"no such pod {created['id']!r}"
+    assert platform.user.wait(created["id"])["status"] == "RUNNING"  # untouched
+    platform.user.ok("DELETE", f"/pods/{created['id']}")
+    platform.user.wait(created["id"], "TERMINATED")
+
+
+def test_openapi_is_served(platform: Platform) -> None:
+    spec = platform.user.ok("GET", "/openapi.json")
+    for path in (
+        "/pods",
+        "/pods/{pod_id}",
+        "/pods/{pod_id}/stop",
+        "/pods/{pod_id}/start",
+        "/gpu-types",
+    ):
+        assert path in spec["paths"], path

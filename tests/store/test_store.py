@@ -1,0 +1,215 @@
+"""The store and the services over it, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import inspect, select
+
+from openpod.adapters.store import Account, ApiKey, Database, GpuType, Node, Pod
+from openpod.protocol import GpuInfo
+from openpod.services import accounts, catalog, pods, providers
+from openpod.services.errors import Conflict, InvalidInput, NoCapacity, NotFound, Unauthenticated
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"
+
+
+def _setup(db: Database, gpus: str = "NVIDIA H100 80GB HBM3", count: int = 8) -> tuple[str, str]:
+    with db.transaction() as s:
+        user, _ = accounts.create_account(s, "user")
+        owner, _ = accounts.create_account(s, "provider")
+        providers.become_provider(s, owner, "0x" + "ab" * 20)
+        node, _ = providers.register_node(s, owner, "n1", None)
+        providers.node_connected(
+            s,
+            node.id,
+            runtime="local",
+            public_host="127.0.0.1",
+            gpus=[GpuInfo(index=i, type=gpus) for i in range(count)],
+        )
+        return user.id, node.id
+
+
+def _request(**kw: object) -> pods.PodRequest:
+    base: dict[str, object] = dict(
+        name="p",
+        image="img",
+        gpu_type_ids=["NVIDIA H100 80GB HBM3"],
+        gpu_count=1,
+        ports="8888/http",
+        env={},
+        command=[],
+    )
+    base.update(kw)
+    return pods.PodRequest(**base)  # type: ignore[arg-type]
+
+
+def test_migrations_create_every_table_and_seed_the_catalog(db: Database) -> None:
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"accounts", "api_keys", "ssh_keys", "gpu_types", "providers", "nodes", "pods"} <= tables
+    with db.transaction() as s:
+        h100 = s.get(GpuType, "NVIDIA H100 80GB HBM3")
+        assert h100 is not None and h100.memory_gb == 80
+        assert h100.rate_per_second == 830555555555556  # 2.99 tokens/h at 18 decimals
+
+
+def test_big_integer_rates_survive_exactly(db: Database) -> None:
+    big = 2**200 + 12345
+    with db.transaction() as s:
+        admin, _ = accounts.create_account(s, "admin", is_admin=True)
+        catalog.create_gpu_type(s, admin, "Test GPU", "Test", 1, big)
+    with db.transaction() as s:
+        row = s.get(GpuType, "Test GPU")
+        assert row is not None and row.rate_per_second == big
+
+
+def test_api_keys_are_stored_hashed_and_authenticate(db: Database) -> None:
+    with db.transaction() as s:
+        account, key = accounts.create_account(s, "alice")
+    with db.transaction() as s:
+        stored = s.scalars(select(ApiKey.key_hash)).all()
+        assert key not in stored and all(len(h) == 64 for h in stored)
+        assert accounts.authenticate(s, key).id == account.id
+        with pytest.raises(Unauthenticated, match="invalid API key"):
+            accounts.authenticate(s, key + "x")
+        with pytest.raises(Unauthenticated, match="missing API key"):
+            accounts.authenticate(s, None)
+
+
+def test_ssh_keys_add_list_remove_and_refuse_duplicates(db: Database) -> None:
+    with db.transaction() as s:
+        account, _ = accounts.create_account(s, "alice")
+        row = accounts.add_ssh_key(s, account, ED25519, None)
+        assert row.name == "a@b" and row.fingerprint.startswith("SHA256:")
+    with db.transaction() as s, pytest.raises(Conflict, match="already on this account"):
+        accounts.add_ssh_key(s, account, ED25519, "again")
+    with db.transaction() as s:
+        assert [k.id for k in accounts.list_ssh_keys(s, account)] == [row.id]
+        accounts.remove_ssh_key(s, account, row.id)
+    with db.transaction() as s:
+        assert accounts.list_ssh_keys(s, account) == []
+        with pytest.raises(NotFound):
+            accounts.remove_ssh_key(s, account, row.id)
+
+
+def test_scheduler_places_best_fit_and_names_what_is_missing(db: Database) -> None:
+    user_id, node_id = _setup(db, count=8)
+    with db.transaction() as s:
+        user = s.get(Account, user_id)
+        assert user is not None
+        pod = pods.create_pod(s, user, _request(gpu_count=6))
+        assert pod.node_id == node_id and len(pod.gpu_indices) == 6
+        assert pod.status == "STARTING" and pod.generation == 1
+    with (
+        db.transaction() as s,
+        pytest.raises(
+            NoCapacity, match="not enough free NVIDIA H100 80GB HBM3: 3 asked, 2 of 8 free"
+        ),
+    ):
+        pods.create_pod(s, user, _request(gpu_count=3))
+    with db.transaction() as s:
+        assert s.scalar(select(Pod).where(Pod.id != pod.id)) is None  # nothing half-made
+
+
+def test_bad_pod_requests_change_nothing(db: Database) -> None:
+    user_id, _ = _setup(db)
+    cases = [
+        (_request(gpu_type_ids=["NVIDIA Nope"]), "unknown GPU type 'NVIDIA Nope'"),
+        (_request(gpu_count=0), "gpuCount must be between 1 and 16"),
+        (_request(ports="8888/udpx"), "protocol 'udpx'"),
+        (_request(ports="70000/tcp"), "outside 1-65535"),
+        (_request(ports="8888/http,8888/tcp"), "listed more than once"),
+        (_request(image=" "), "imageName must not be empty"),
+        (_request(env={"OPENPOD_X": "1"}), "reserved"),
+        (_request(public_key="ssh-rsa AAAA"), "not base64|truncated"),
+    ]
+    for request, message in cases:
+        with db.transaction() as s:
+            user = s.get(Account, user_id)
+            assert user is not None
+            with pytest.raises(InvalidInput, match=message):
+                pods.create_pod(s, user, request)
+    with db.transaction() as s:
+        assert s.scalars(select(Pod)).all() == []
+
+
+def test_another_users_pod_is_not_found(db: Database) -> None:
+    user_id, _ = _setup(db)
+    with db.transaction() as s:
+        user = s.get(Account, user_id)
+        assert user is not None
+        pod = pods.create_pod(s, user, _request())
+        other, _ = accounts.create_account(s, "mallory")
+    for action in (pods.get_pod, pods.stop_pod, pods.terminate_pod, pods.resume_pod):
+        with db.transaction() as s, pytest.raises(NotFound, match="no such pod"):
+            action(s, other, pod.id)
+
+
+def test_lifecycle_stop_releases_gpus_and_resume_returns_to_the_node(db: Database) -> None:
+    user_id, node_id = _setup(db, count=2)
+    with db.transaction() as s:
+        user = s.get(Account, user_id)
+        assert user is not None
+        pod = pods.create_pod(s, user, _request(gpu_count=2))
+    with db.transaction() as s:
+        assert pods.stop_pod(s, user, pod.id).status == "STOPPING"
+        s.get(Pod, pod.id).status = "STOPPED"  # type: ignore[union-attr]
+    with db.transaction() as s:  # someone else takes the GPUs
+        other, _ = accounts.create_account(s, "bob")
+        taker = pods.create_pod(s, other, _request(gpu_count=1))
+    with (
+        db.transaction() as s,
+        pytest.raises(Conflict, match="its node has 1 of 2 NVIDIA H100 80GB HBM3 free"),
+    ):
+        pods.resume_pod(s, user, pod.id)
+    with db.transaction() as s:
+        assert s.get(Pod, pod.id).status == "STOPPED"  # type: ignore[union-attr]
+        pods.terminate_pod(s, other, taker.id)
+        s.get(Pod, taker.id).status = "TERMINATED"  # type: ignore[union-attr]
+    with db.transaction() as s:
+        resumed = pods.resume_pod(s, user, pod.id)
+        assert (resumed.status, resumed.node_id, resumed.generation) == ("STARTING", node_id, 2)
+    with db.transaction() as s, pytest.raises(Conflict, match="cannot resume"):
+        s.get(Pod, pod.id).status = "TERMINATED"  # type: ignore[union-attr]
+        pods.resume_pod(s, user, pod.id)
+
+
+def test_concurrent_creates_never_share_a_gpu(db: Database) -> None:
+    user_id, _ = _setup(db, count=4)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        try:
+            with db.transaction() as s:
+                user = s.get(Account, user_id)
+                assert user is not None
+                pods.create_pod(s, user, _request(gpu_count=1))
+            outcome = "ok"
+        except NoCapacity:
+            outcome = "full"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["full"] * 4 + ["ok"] * 4
+    with db.transaction() as s:
+        held = [i for p in s.scalars(select(Pod)) for i in p.gpu_indices]
+        assert sorted(held) == [0, 1, 2, 3]
+
+
+def test_nodes_go_offline_and_are_not_scheduled(db: Database) -> None:
+    user_id, node_id = _setup(db)
+    with db.transaction() as s:
+        providers.mark_all_offline(s)
+    with db.transaction() as s:
+        assert s.get(Node, node_id).online is False  # type: ignore[union-attr]
+        user = s.get(Account, user_id)
+        assert user is not None
+        with pytest.raises(NoCapacity, match="no free NVIDIA H100 80GB HBM3: 0 of 0 free"):
+            pods.create_pod(s, user, _request())
