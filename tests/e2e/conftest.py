@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.support.platform import Api, ControlPlane, NodeAgentProc, signup, wait_node_online
 
 GPUS = "NVIDIA GeForce RTX 4090:4,NVIDIA H100 80GB HBM3:2"
@@ -32,15 +33,18 @@ def platform() -> Iterator[Platform]:
     plane = ControlPlane(root / "plane")
     (root / "plane").mkdir()
     node: NodeAgentProc | None = None
+    clients: list[Api] = []
     try:
         plane.start()
         provider = signup(plane.url, "provider")
+        clients.append(provider)
         provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "11" * 20})
         created = provider.ok("POST", "/nodes", json={"name": "local"})
         node = NodeAgentProc(plane, created["token"], root / "node", GPUS)
         node.start()
         wait_node_online(provider, created["id"])
         user = signup(plane.url, "user")
+        clients.append(user)
         key_file = root / "id_ed25519"
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
@@ -48,6 +52,8 @@ def platform() -> Iterator[Platform]:
         user.ok("POST", "/ssh-keys", json={"publicKey": key_file.with_suffix(".pub").read_text()})
         yield Platform(root, plane, node, created["id"], provider, user, key_file)
     finally:
+        for client in clients:
+            client.http.close()
         if node is not None:
             node.stop()
             _remove_pods(root / "node")

@@ -133,7 +133,7 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(platform: Platform) ->
         response = platform.user.post("/pods", json={**good, **change})
         assert response.status_code == status, (change, response.text)
         assert message in response.json()["detail"], (change, response.text)
-    bad_key = platform.user.post("/ssh-keys", json={"publicKey": "ssh-ed25519 nope"})
+    bad_key = platform.user.post("/ssh-keys", json={"publicKey": "ssh-ed25519 AAAA%%%"})
     assert bad_key.status_code == 400 and "not base64" in bad_key.json()["detail"]
     assert _pods(platform) == before
 
@@ -151,16 +151,17 @@ def test_auth_and_ownership(platform: Platform) -> None:
             "gpuCount": 1,
         },
     )
-    anonymous = Api(platform.plane.url)
-    missing = anonymous.get("/pods")
+    with Api(platform.plane.url) as anonymous:
+        missing = anonymous.get("/pods")
     assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
-    wrong = Api(platform.plane.url, "op_wrong").get("/pods")
+    with Api(platform.plane.url, "op_wrong") as wrong_key:
+        wrong = wrong_key.get("/pods")
     assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
-    mallory = signup(platform.plane.url, "mallory")
-    for method, path in [("GET", ""), ("POST", "/stop"), ("POST", "/start"), ("DELETE", "")]:
-        response = mallory.request(method, f"/pods/{created['id']}{path}")
-        assert response.status_code == 404, (method, path, response.text)
-        assert response.json()["detail"] == f"no such pod {created['id']!r}"
+    with signup(platform.plane.url, "mallory") as mallory:
+        for method, path in [("GET", ""), ("POST", "/stop"), ("POST", "/start"), ("DELETE", "")]:
+            response = mallory.request(method, f"/pods/{created['id']}{path}")
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["detail"] == f"no such pod {created['id']!r}"
     assert platform.user.wait(created["id"])["status"] == "RUNNING"  # untouched
     platform.user.ok("DELETE", f"/pods/{created['id']}")
     platform.user.wait(created["id"], "TERMINATED")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from tests.support.postgres import postgres_server
 
 from openpod.adapters.store import Database, migrate
+from tests.support.postgres import postgres_server
 
 _counter = itertools.count()
 

@@ -42,11 +42,11 @@ class _Reader:
 
     def string(self) -> bytes:
         if self._pos + 4 > len(self._data):
-            raise InvalidSSHKey("SSH key data is truncated")
+            raise InvalidSSHKey("SSH public key is malformed: its data is truncated")
         size = int.from_bytes(self._data[self._pos : self._pos + 4], "big")
         start = self._pos + 4
         if start + size > len(self._data):
-            raise InvalidSSHKey("SSH key data is truncated")
+            raise InvalidSSHKey("SSH public key is malformed: its data is truncated")
         self._pos = start + size
         return self._data[start : self._pos]
 

@@ -1,0 +1,283 @@
+"""Benchmark: pod create → SSH-ready, and pod creates per second through the API.
+
+Run by `make bench`; writes bench/RESULTS.md. Every number is set beside a reference measured
+in the same run on the same machine:
+
+- create → SSH-ready (p50/p95 over 20 pods, a real node with the local runtime, ready = the
+  real `ssh` client ran `true` in the pod) against the floor of doing the same by hand: start a
+  bare OpenSSH sshd with a fresh host key and run `ssh true` against it;
+- pod creates per second (POST /pods, 8 concurrent clients) against authenticated reads per
+  second (GET /me) on the same server. The pods go to a node that speaks the real node protocol
+  but runs nothing (it acknowledges each start at once), so the number is the control plane's
+  own cost, not the 2-core host's ability to boot hundreds of sshd processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform as host
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+from openpod.adapters.runtimes.local import LocalRuntime
+from tests.support.net import free_port
+from tests.support.platform import ControlPlane, NodeAgentProc, signup, wait_node_online
+
+PODS = 20
+CREATES = 400
+CONCURRENCY = 8
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ssh_true(host_: str, port: int, key: Path, known: Path) -> bool:
+    argv = [
+        "ssh",
+        "-p",
+        str(port),
+        "-i",
+        str(key),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "LogLevel=ERROR",
+        f"root@{host_}",
+        "true",
+    ]
+    return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+
+def bare_sshd(root: Path, key: Path) -> list[float]:
+    """The floor: a bare sshd started by hand, timed to its first `ssh true`."""
+    times = []
+    authorized = root / "authorized_keys"
+    authorized.write_text(key.with_suffix(".pub").read_text())
+    authorized.chmod(0o600)
+    for i in range(PODS):
+        port = free_port()
+        d = root / f"sshd{i}"
+        d.mkdir()
+        start = time.perf_counter()
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True
+        )
+        config = d / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'pid'}\n"
+            f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(config)])
+        try:
+            while not ssh_true("127.0.0.1", port, key, d / "known"):
+                time.sleep(0.005)
+            times.append(time.perf_counter() - start)
+        finally:
+            proc.terminate()
+            proc.wait()
+    return times
+
+
+def openpod_startup(api: httpx.Client, key: Path, root: Path) -> tuple[list[float], list[float]]:
+    api_ready, ssh_ready = [], []
+    for i in range(PODS):
+        start = time.perf_counter()
+        pod = (
+            api.post(
+                "/pods",
+                json={
+                    "name": f"b{i}",
+                    "imageName": "local",
+                    "gpuTypeId": "NVIDIA GeForce RTX 4090",
+                    "gpuCount": 1,
+                },
+            )
+            .raise_for_status()
+            .json()
+        )
+        pod = api.get(f"/pods/{pod['id']}/wait", params={"timeout": 30}).raise_for_status().json()
+        api_ready.append(time.perf_counter() - start)
+        while not ssh_true(pod["publicIp"], pod["ssh"]["port"], key, root / f"known{i}"):
+            time.sleep(0.005)
+        ssh_ready.append(time.perf_counter() - start)
+        api.delete(f"/pods/{pod['id']}").raise_for_status()
+        api.get(
+            f"/pods/{pod['id']}/wait", params={"status": "TERMINATED", "timeout": 30}
+        ).raise_for_status()
+    return api_ready, ssh_ready
+
+
+async def sink_node(url: str, token: str, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """A node that speaks the node protocol and reports every start as running at once."""
+    ws_url = url.replace("http://", "ws://") + "/nodes/connect"
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "runtime": "sink",
+                    "public_host": "127.0.0.1",
+                    "gpus": [{"index": i, "type": "NVIDIA H200"} for i in range(CREATES + 10)],
+                    "pods": [],
+                }
+            )
+        )
+        ready.set()
+        while not stop.is_set():
+            try:
+                raw = await asyncio.wait_for(ws.recv(), 0.2)
+            except TimeoutError:
+                continue
+            msg = json.loads(raw)
+            if msg["type"] == "pod" and msg["pod"]["desired"] == "running":
+                a = msg["pod"]
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "pod_status",
+                            "pod": {
+                                "pod_id": a["pod_id"],
+                                "generation": a["generation"],
+                                "phase": "running",
+                                "port_mappings": {"22": 1},
+                                "ready_ports": [22],
+                                "ssh_ready": True,
+                            },
+                        }
+                    )
+                )
+
+
+async def throughput(url: str, key: str, path: str, body: dict[str, Any] | None, n: int) -> float:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+        queue = list(range(n))
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                if body is None:
+                    (await client.get(path)).raise_for_status()
+                else:
+                    (await client.post(path, json=body)).raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return n / (time.perf_counter() - start)
+
+
+async def api_rates(url: str, user_key: str, sink_token: str) -> tuple[float, float]:
+    ready, stop = asyncio.Event(), asyncio.Event()
+    sink = asyncio.create_task(sink_node(url, sink_token, ready, stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    await throughput(url, user_key, "/me", None, 50)  # warm-up
+    reads = await throughput(url, user_key, "/me", None, CREATES)
+    creates = await throughput(
+        url,
+        user_key,
+        "/pods",
+        {"name": "t", "imageName": "local", "gpuTypeId": "NVIDIA H200", "gpuCount": 1},
+        CREATES,
+    )
+    stop.set()
+    await sink
+    return creates, reads
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="openpod-bench-"))
+    (root / "plane").mkdir()
+    plane = ControlPlane(root / "plane")
+    node = None
+    try:
+        plane.start()
+        provider = signup(plane.url, "provider")
+        provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "22" * 20})
+        real = provider.ok("POST", "/nodes", json={"name": "local"})
+        sink = provider.ok("POST", "/nodes", json={"name": "sink"})
+        node = NodeAgentProc(plane, real["token"], root / "node", "NVIDIA GeForce RTX 4090:8")
+        node.start()
+        wait_node_online(provider, real["id"])
+        user = signup(plane.url, "user")
+        key = root / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        user.ok("POST", "/ssh-keys", json={"publicKey": key.with_suffix(".pub").read_text()})
+
+        floor = bare_sshd(root, key)
+        api_ready, ssh_ready = openpod_startup(user.http, key, root)
+        user_key = user.http.headers["Authorization"].removeprefix("Bearer ")
+        creates, reads = asyncio.run(api_rates(plane.url, user_key, sink["token"]))
+    finally:
+        if node is not None:
+            node.stop()
+            runtime = LocalRuntime(root / "node")
+            for obs in runtime.adopt():
+                runtime.remove(obs.pod_id, 1.0)
+        plane.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+    rows = [
+        (
+            "create → RUNNING with SSH ready (API)",
+            ms(pct(api_ready, 0.5)),
+            ms(pct(api_ready, 0.95)),
+        ),
+        ("create → first `ssh true` succeeds", ms(pct(ssh_ready, 0.5)), ms(pct(ssh_ready, 0.95))),
+        (
+            "reference: bare sshd (keygen + start) → `ssh true`",
+            ms(pct(floor, 0.5)),
+            ms(pct(floor, 0.95)),
+        ),
+    ]
+    report = [
+        f"## Pod start-up and API throughput ({time.strftime('%Y-%m-%d')}, {host.node()}, "
+        f"{os.cpu_count()} cores, local runtime, SQLite)",
+        "",
+        f"Pod start-up, {PODS} pods one after another (`python -m bench.pod_startup`):",
+        "",
+        "| measure | p50 | p95 |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        f"Ratio openpod / bare sshd (p50, create → `ssh true`): "
+        f"{pct(ssh_ready, 0.5) / pct(floor, 0.5):.2f}x",
+        "",
+        f"API, {CREATES} requests, {CONCURRENCY} concurrent clients:",
+        "",
+        "| measure | per second |",
+        "|---|---|",
+        f"| POST /pods (scheduled and sent to a node) | {creates:.0f} |",
+        f"| reference: GET /me (authenticated read) | {reads:.0f} |",
+        "",
+        f"Ratio creates / authenticated reads: {creates / reads:.2f}",
+        "",
+    ]
+    text = "\n".join(report)
+    print(text)
+    header = "# Benchmark results\n\nEach section is one run of `make bench` on the machine it names.\n\n"
+    old = RESULTS.read_text() if RESULTS.exists() else header
+    marker = "## Pod start-up and API throughput"
+    kept = old.split(marker)[0] if marker in old else old
+    RESULTS.write_text(kept.rstrip() + "\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()

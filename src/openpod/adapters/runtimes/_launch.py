@@ -1,0 +1,75 @@
+"""How the local runtime launches one pod run: the unshare command line and the pod's env."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from openpod.adapters.runtimes._podfiles import PodPaths
+from openpod.adapters.runtimes.base import PodLaunch
+
+BOOT_SCRIPT = Path(__file__).with_name("boot.sh")
+POD_RUN_DIR = "/run/openpod"  # where the pod sees its boot dir (run/boot on the host)
+SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Runs as PID 1 of the new namespaces, then execs the boot script (which execs the
+# workload). A pod-private copy of /etc/passwd, in which the running user's home is
+# /workspace, is bound over /etc/passwd: sshd logins then chdir to /workspace and get
+# HOME=/workspace, exactly as the workload does.
+_SETUP = """set -e
+"$1" --bind "$2" /run/openpod
+"$1" --bind "$3" /workspace
+[ -z "$4" ] || "$1" --bind "$4" /etc/passwd
+cd /workspace
+shift 4
+exec /bin/sh /run/openpod/boot.sh "$@"
+"""
+
+
+def pod_passwd(host_passwd: str, user_name: str) -> str:
+    """/etc/passwd as the pod sees it: the running user's home directory is /workspace."""
+    lines = []
+    for line in host_passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[0] == user_name:
+            fields[5] = "/workspace"
+            line = ":".join(fields)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def unshare_argv(
+    tools: dict[str, str], paths: PodPaths, passwd: str, command: Sequence[str]
+) -> list[str]:
+    """New PID + mount namespaces (mounts private, fresh /proc); --kill-child: when the
+    unshare process dies, so does the namespace's init, and with it the whole namespace."""
+    return [
+        tools["unshare"], "--pid", "--fork", "--kill-child", "--mount-proc", "--mount",
+        "--propagation", "private", "--", tools["sh"], "-c", _SETUP, "openpod-setup",
+        tools["mount"], str(paths.boot), str(paths.workspace), passwd, *command,
+    ]  # fmt: skip
+
+
+def pod_env(launch: PodLaunch, ports: dict[int, int], bind_host: str) -> dict[str, str]:
+    """The whole environment of the pod: nothing of the agent's own environment leaks in.
+
+    The user's values override the defaults (PATH, LANG); the platform's values override
+    the user's, so a pod cannot lie to its boot script about its ports or keys.
+    """
+    gpus = ",".join(str(i) for i in launch.gpu_indices)
+    env = {"PATH": SANE_PATH, "LANG": "C.UTF-8"}
+    env.update(launch.env)
+    env.update({f"OPENPOD_TCP_PORT_{c}": str(h) for c, h in ports.items()})
+    env.update(
+        OPENPOD_POD_ID=launch.pod_id,
+        OPENPOD_GPU_COUNT=str(len(launch.gpu_indices)),
+        CUDA_VISIBLE_DEVICES=gpus,
+        NVIDIA_VISIBLE_DEVICES=gpus or "void",
+        PUBLIC_KEY="\n".join(launch.public_keys),
+        OPENPOD_SSH_PORT=str(ports[22]),
+        OPENPOD_SSH_LISTEN=bind_host,
+        OPENPOD_SSH_DIR=f"{POD_RUN_DIR}/ssh",
+        OPENPOD_BOOT_STATUS=f"{POD_RUN_DIR}/boot-status",
+        HOME="/workspace",
+    )
+    return env

@@ -1,0 +1,302 @@
+"""The local runtime: a pod is a process tree on this host, in its own PID + mount namespace.
+
+Each run is `unshare --pid --fork --kill-child --mount-proc --mount` (util-linux), started
+in a new session so it outlives an agent restart. Inside the private mount namespace the
+pod's workspace is bound at /workspace and the pod's boot dir at /run/openpod, and a
+pod-private copy of /etc/passwd in which the running user's home is /workspace is bound
+over /etc/passwd (sshd logins chdir to the passwd home and read ~/.ssh there, so they land
+in /workspace with HOME=/workspace, like the workload). The host therefore gets two empty mountpoint
+directories, /workspace and /run/openpod, created if absent; the bind mounts themselves
+never leave the pod's namespace. The boot script (boot.sh) then starts the real OpenSSH
+sshd on the pod's SSH host port and execs the workload.
+
+Why unshare and not bubblewrap: bwrap would add a private /tmp and uts/ipc namespaces, but
+its own PID 1 reaper stands between us and the workload (the exit code and the "init
+without a SIGTERM handler" rule of stop would have to go through it) and its
+--die-with-parent ties the pod to the agent. unshare keeps one well-known leader pid per
+pod whose namespace the kernel tears down as a whole; that is what stop/adopt rely on.
+
+No network namespace: the workload shares the host's network and must bind the host port
+given in OPENPOD_TCP_PORT_<container port> (bound on bind_host). Requires root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from openpod.adapters.runtimes import _procs, readiness
+from openpod.adapters.runtimes._launch import (
+    BOOT_SCRIPT,
+    POD_RUN_DIR,
+    pod_env,
+    pod_passwd,
+    unshare_argv,
+)
+from openpod.adapters.runtimes._podfiles import (
+    PodPaths,
+    PodState,
+    launch_record,
+    read_state,
+    read_text,
+    record_exit,
+    recorded_exit,
+    write_atomic,
+)
+from openpod.adapters.runtimes.base import (
+    PodLaunch,
+    PodObservation,
+    PodPhase,
+    PodStartError,
+    RuntimeError_,
+)
+
+# Leaders this process started, by pid: only the parent can reap them and learn the exit
+# code. Shared by every LocalRuntime instance of the process, as are the per-pod locks.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock(root: Path, key: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault((root, key), threading.Lock())
+
+
+__all__ = ["BOOT_SCRIPT", "LocalRuntime"]
+
+
+class LocalRuntime:
+    """Pods as namespaced process trees on this host: the single-host default runtime.
+
+    One agent process per root_dir: locks are per process, not across processes.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        root_dir: Path,
+        bind_host: str = "127.0.0.1",
+        *,
+        probe_timeout: float = 0.2,
+        replace_grace_seconds: float = 10.0,
+    ) -> None:
+        self.root_dir = Path(root_dir).resolve()
+        self.bind_host = bind_host
+        self.probe_timeout = probe_timeout
+        self.replace_grace_seconds = replace_grace_seconds
+        self._probe_host = readiness.probe_host(bind_host)
+        try:
+            user = pwd.getpwuid(os.geteuid())
+            self._user_name, self._user_home = user.pw_name, user.pw_dir
+        except KeyError:  # a uid without a passwd entry: nothing to bind, sshd will refuse
+            self._user_name, self._user_home = str(os.geteuid()), ""
+
+    # -- Runtime protocol -------------------------------------------------------------
+
+    def start(self, launch: PodLaunch) -> PodObservation:
+        """Start this generation of the pod, or return it if it already runs."""
+        paths = PodPaths.of(self.root_dir, launch.pod_id)
+        with _lock(self.root_dir, launch.pod_id):
+            old = read_state(paths)
+            if old is not None and self._alive(paths, old) and not old.stopped:
+                if old.generation == launch.generation:
+                    return self.observe(launch.pod_id)
+                if old.generation > launch.generation:
+                    raise PodStartError(
+                        f"pod {launch.pod_id} already runs generation {old.generation}"
+                    )
+                self._stop_locked(paths, old, self.replace_grace_seconds)
+            tools = self._check_host()
+            paths.make()
+            shutil.copyfile(BOOT_SCRIPT, paths.boot / "boot.sh")
+            paths.boot_status.unlink(missing_ok=True)
+            paths.exit.unlink(missing_ok=True)
+            (paths.ssh / "sshd.log").unlink(missing_ok=True)  # judged afresh for each run
+            with _lock(self.root_dir, ".ports"):
+                try:
+                    ports = readiness.allocate_ports(
+                        self.bind_host,
+                        [22, *(p.port for p in launch.ports)],  # no sshd on host port 22
+                        self._ports_of_live_pods(except_pod=launch.pod_id),
+                        old.ports if old is not None else {},
+                    )
+                except OSError as exc:
+                    raise PodStartError(str(exc)) from exc
+                state = self._spawn(paths, launch, ports, tools)
+                write_atomic(paths.state, state.to_json())
+        return self.observe(launch.pod_id)
+
+    def observe(self, pod_id: str) -> PodObservation:
+        """Liveness from /proc, readiness from TCP probes; never blocks for long."""
+        paths = PodPaths.of(self.root_dir, pod_id)
+        state = read_state(paths) if paths.pod.is_dir() else None
+        if state is None:
+            return PodObservation(pod_id, 0, PodPhase.ABSENT, ssh_user=self._user_name)
+        obs = PodObservation(pod_id, state.generation, PodPhase.STOPPED, ssh_user=self._user_name)
+        obs.ssh_host_key = self._host_key(paths)
+        if state.stopped:
+            obs.reason = "stopped"
+            obs.exit_code = recorded_exit(paths, state)
+            return obs
+        if not self._alive(paths, state):
+            obs.phase = PodPhase.EXITED
+            obs.exit_code = recorded_exit(paths, state)
+            obs.reason = (
+                "workload exited"
+                if obs.exit_code is None
+                else f"workload exited with code {obs.exit_code}"
+            )
+            return obs
+        obs.port_mappings = dict(state.ports)
+        self._probe(paths, state, obs)
+        return obs
+
+    def stop(self, pod_id: str, grace_seconds: float) -> PodObservation:
+        """SIGTERM the pod's namespace, SIGKILL it after the grace; keep the workspace."""
+        paths = PodPaths.of(self.root_dir, pod_id)
+        with _lock(self.root_dir, pod_id):
+            state = read_state(paths) if paths.pod.is_dir() else None
+            if state is not None and not state.stopped:
+                self._stop_locked(paths, state, grace_seconds)
+        return self.observe(pod_id)
+
+    def remove(self, pod_id: str, grace_seconds: float) -> None:
+        """Stop, then delete the pod dir, workspace included. Unknown pod: nothing to do."""
+        paths = PodPaths.of(self.root_dir, pod_id)
+        with _lock(self.root_dir, pod_id):
+            state = read_state(paths) if paths.pod.is_dir() else None
+            if state is not None and not state.stopped:
+                self._stop_locked(paths, state, grace_seconds)
+            shutil.rmtree(paths.pod, ignore_errors=True)
+            if paths.pod.exists():
+                raise RuntimeError_(f"pod {pod_id}: could not delete {paths.pod}")
+
+    def adopt(self) -> list[PodObservation]:
+        """Every pod with a state file under root_dir, observed (after an agent restart)."""
+        pods = self.root_dir / "pods"
+        if not pods.is_dir():
+            return []
+        found = sorted(p.parent.parent.name for p in pods.glob("*/run/state.json"))
+        return [self.observe(pod_id) for pod_id in found]
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _check_host(self) -> dict[str, str]:
+        if os.geteuid() != 0:
+            raise PodStartError("the local runtime must run as root (it uses PID/mount namespaces)")
+        tools = {name: shutil.which(name) for name in ("unshare", "mount", "sh")}
+        missing = [name for name, path in tools.items() if path is None]
+        if missing:
+            raise PodStartError(f"the local runtime needs {', '.join(missing)} on the host")
+        for mountpoint in ("/workspace", POD_RUN_DIR):
+            os.makedirs(mountpoint, exist_ok=True)
+        return {name: path for name, path in tools.items() if path is not None}
+
+    def _spawn(
+        self, paths: PodPaths, launch: PodLaunch, ports: dict[int, int], tools: dict[str, str]
+    ) -> PodState:
+        passwd = ""
+        if self._user_home:  # a uid without a passwd entry: sshd will refuse logins anyway
+            passwd_file = paths.boot / "passwd"
+            write_atomic(passwd_file, pod_passwd(Path("/etc/passwd").read_text(), self._user_name))
+            passwd_file.chmod(0o644)
+            passwd = str(passwd_file)
+        argv = unshare_argv(tools, paths, passwd, launch.command)
+        with (
+            open(paths.run / "stdout.log", "wb") as out,
+            open(paths.run / "stderr.log", "wb") as err,
+        ):
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=pod_env(launch, ports, self.bind_host),
+                    cwd=paths.workspace,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise PodStartError(f"cannot start the pod: {exc}") from exc
+        started = _procs.start_time(proc.pid)
+        if started is None:  # already gone and reaped by no one: keep what we know
+            proc.wait()
+            started = 0
+        _CHILDREN[proc.pid] = proc
+        return PodState(
+            pod_id=launch.pod_id,
+            generation=launch.generation,
+            pid=proc.pid,
+            start_time=started,
+            ports=ports,
+            launch=launch_record(launch),
+            started_at=time.time(),
+        )
+
+    def _alive(self, paths: PodPaths, state: PodState) -> bool:
+        """Reap the leader if it is ours (recording its exit code), then check /proc."""
+        proc = _CHILDREN.get(state.pid)
+        if proc is not None and _procs.start_time(state.pid) in (state.start_time, None):
+            code = proc.poll()
+            if code is not None:
+                _CHILDREN.pop(state.pid, None)
+                # unshare re-raises the signal that killed PID 1: report it like a shell.
+                record_exit(paths, state, 128 - code if code < 0 else code)
+                return False
+        return _procs.is_alive(state.pid, state.start_time)
+
+    def _stop_locked(self, paths: PodPaths, state: PodState, grace: float) -> None:
+        if self._alive(paths, state):
+            gone = _procs.terminate_namespace(state.pid, state.start_time, grace)
+            self._alive(paths, state)  # reap
+            if not gone:
+                raise RuntimeError_(f"pod {state.pod_id}: processes survived SIGKILL")
+        state.stopped = True
+        write_atomic(paths.state, state.to_json())
+
+    def _ports_of_live_pods(self, except_pod: str) -> set[int]:
+        taken: set[int] = set()
+        for state_file in (self.root_dir / "pods").glob("*/run/state.json"):
+            pod_id = state_file.parent.parent.name
+            if pod_id == except_pod:
+                continue
+            paths = PodPaths.of(self.root_dir, pod_id)
+            state = read_state(paths)
+            if state is not None and not state.stopped and self._alive(paths, state):
+                taken.update(state.ports.values())
+        return taken
+
+    def _host_key(self, paths: PodPaths) -> str | None:
+        text = read_text(paths.host_key_pub)
+        return " ".join(text.split()[:2]) if text else None
+
+    def _probe(self, paths: PodPaths, state: PodState, obs: PodObservation) -> None:
+        status = (read_text(paths.boot_status) or "").strip()
+        ssh_port = state.ports.get(22)
+        ready: list[int] = []
+        if status.startswith("ssh=unavailable") or ssh_port is None:
+            obs.ssh_available = False
+            obs.reason = status.removeprefix("ssh=") or "no SSH port"
+        elif status == "ssh=started":
+            obs.ssh_ready = readiness.ssh_banner(self._probe_host, ssh_port, self.probe_timeout)
+            if not obs.ssh_ready and "Cannot bind any address" in (
+                read_text(paths.ssh / "sshd.log") or ""
+            ):
+                obs.ssh_available = False
+                obs.reason = f"unavailable: sshd cannot bind port {ssh_port}"
+        for cport, hport in sorted(state.ports.items()):
+            # SSH answered its banner already: no second connection to its port.
+            if (cport == 22 and obs.ssh_ready) or readiness.port_open(
+                self._probe_host, hport, self.probe_timeout
+            ):
+                ready.append(cport)
+        obs.ready_ports = tuple(ready)
+        started = obs.ssh_ready or not obs.ssh_available
+        obs.phase = PodPhase.RUNNING if started else PodPhase.STARTING

@@ -1,0 +1,135 @@
+"""The `openpod` CLI against the real control plane and node: create, ssh info, real ssh, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import Platform
+
+
+def _cli(platform: Platform, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OPENPOD_CONFIG_DIR": str(tmp_path / "config"),
+        "OPENPOD_API_URL": platform.plane.url,
+        "OPENPOD_API_KEY": platform.user.http.headers["Authorization"].removeprefix("Bearer "),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "openpod", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_cli_create_then_ssh_then_stop(platform: Platform, tmp_path: Path) -> None:
+    created = _cli(
+        platform,
+        tmp_path,
+        "pod",
+        "create",
+        "--name",
+        "cli",
+        "--image",
+        "local",
+        "--gpu-type",
+        "NVIDIA GeForce RTX 4090",
+        "--gpu-count",
+        "1",
+        "--ports",
+        "8888/http,22/tcp",
+        "--env",
+        "WHO=cli user",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    pod = json.loads(created.stdout)
+    assert pod["status"] == "RUNNING"
+
+    info = _cli(platform, tmp_path, "ssh", "info", pod["id"], "--json")
+    assert info.returncode == 0, info.stderr
+    ssh_command = json.loads(info.stdout)["ssh_command"]
+    assert ssh_command == pod["ssh"]["command"]
+
+    # `openpod ssh` execs OpenSSH with the pod's host key pinned (no prompt, no TOFU).
+    out = _cli(
+        platform,
+        tmp_path,
+        "ssh",
+        pod["id"],
+        "-i",
+        str(platform.key_file),
+        "-o",
+        "BatchMode=yes",
+        'echo "$WHO"',
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "cli user"
+
+    listed = _cli(platform, tmp_path, "pod", "list", "--json")
+    assert pod["id"] in [p["id"] for p in json.loads(listed.stdout)]
+    stopped = _cli(platform, tmp_path, "pod", "stop", pod["id"])
+    assert stopped.returncode == 0, stopped.stderr
+    waited = _cli(platform, tmp_path, "pod", "wait", pod["id"], "--status", "STOPPED", "--json")
+    assert json.loads(waited.stdout)["status"] == "STOPPED"
+    missing = _cli(platform, tmp_path, "pod", "get", "nosuchpod123")
+    assert missing.returncode == 3
+    assert "no such pod 'nosuchpod123'" in missing.stderr
+    assert _cli(platform, tmp_path, "pod", "terminate", pod["id"]).returncode == 0
+
+
+def test_cli_refuses_bad_input_with_exit_codes(platform: Platform, tmp_path: Path) -> None:
+    none_free = _cli(
+        platform,
+        tmp_path,
+        "pod",
+        "create",
+        "--name",
+        "x",
+        "--image",
+        "local",
+        "--gpu-type",
+        "NVIDIA H200",
+        "--gpu-count",
+        "1",
+        "--no-wait",
+    )
+    assert none_free.returncode == 5
+    assert "no free NVIDIA H200: 0 of 0 free" in none_free.stderr
+    bad_ports = _cli(
+        platform,
+        tmp_path,
+        "pod",
+        "create",
+        "--name",
+        "x",
+        "--image",
+        "local",
+        "--gpu-type",
+        "NVIDIA GeForce RTX 4090",
+        "--ports",
+        "8888/udpx",
+        "--no-wait",
+    )
+    assert bad_ports.returncode == 1
+    assert "protocol 'udpx'" in bad_ports.stderr
+    env = {
+        **os.environ,
+        "OPENPOD_CONFIG_DIR": str(tmp_path / "c2"),
+        "OPENPOD_API_URL": platform.plane.url,
+        "OPENPOD_API_KEY": "op_wrong",
+    }
+    unauth = subprocess.run(
+        [sys.executable, "-m", "openpod", "pod", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert unauth.returncode == 4
+    assert "invalid API key" in unauth.stderr
