@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := openssh-server openssh-client postgresql bubblewrap
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: up test lint typecheck contracts pytest bench deps system-deps clean
@@ -40,7 +39,6 @@ system-deps:
 	@missing=""; \
 	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
-	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

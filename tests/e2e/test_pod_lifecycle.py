@@ -42,14 +42,16 @@ def test_create_ssh_stop_resume_terminate(platform: Platform, tmp_path: Path) ->
     out = ssh(
         pod,
         platform.key_file,
-        'echo "$OPENPOD_POD_ID|$GREETING|$(pwd)|$CUDA_VISIBLE_DEVICES"; '
-        "echo kept > /workspace/kept.txt",
+        'echo "$OPENPOD_POD_ID|$GREETING|$(pwd)|$HOME|$CUDA_VISIBLE_DEVICES|$(hostname)"; '
+        "echo kept > /workspace/kept.txt; touch /tmp/pod-private-tmp",
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    pod_id, greeting, cwd, cuda = out.stdout.strip().split("|")
-    assert (pod_id, greeting, cwd) == (pod["id"], "hello world", "/workspace")
+    pod_id, greeting, cwd, home, cuda, hostname = out.stdout.strip().split("|")
+    assert (pod_id, greeting, cwd, home) == (pod["id"], "hello world", "/workspace", "/workspace")
     assert sorted(int(i) for i in cuda.split(",")) == sorted(pod["gpuIndices"])
+    assert hostname == pod["id"]  # its own UTS namespace
+    assert not Path("/tmp/pod-private-tmp").exists()  # its own /tmp
 
     def http_ready() -> bool:
         return 8888 in user.ok("GET", f"/pods/{pod['id']}")["readyPorts"]

@@ -10,7 +10,14 @@ from sqlalchemy import inspect, select
 from openpod.adapters.store import Account, ApiKey, Database, GpuType, Node, Pod
 from openpod.protocol import GpuInfo
 from openpod.services import accounts, catalog, pods, providers
-from openpod.services.errors import Conflict, InvalidInput, NoCapacity, NotFound, Unauthenticated
+from openpod.services.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NoCapacity,
+    NotFound,
+    Unauthenticated,
+)
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"
 
@@ -213,3 +220,27 @@ def test_nodes_go_offline_and_are_not_scheduled(db: Database) -> None:
         assert user is not None
         with pytest.raises(NoCapacity, match="no free NVIDIA H100 80GB HBM3: 0 of 0 free"):
             pods.create_pod(s, user, _request())
+
+
+def test_catalog_lists_by_rate_as_integers_with_free_counts(db: Database) -> None:
+    _setup(db, count=3)
+    with db.transaction(readonly=True) as s:
+        listed = catalog.list_gpu_types(s)
+    rates = [row.gpu_type.rate_per_second for row in listed]
+    assert rates == sorted(rates)  # numeric order, though stored as text
+    h100 = next(row for row in listed if row.gpu_type.id == "NVIDIA H100 80GB HBM3")
+    assert (h100.free, h100.total) == (3, 3)
+
+
+def test_only_admins_edit_the_catalog(db: Database) -> None:
+    with db.transaction() as s:
+        user, _ = accounts.create_account(s, "user")
+        admin, _ = accounts.create_account(s, "admin", is_admin=True)
+    with db.transaction() as s, pytest.raises(Forbidden, match="only an admin"):
+        catalog.update_gpu_type(s, user, "NVIDIA H200", rate=1)
+    with db.transaction() as s:
+        catalog.update_gpu_type(s, admin, "NVIDIA H200", rate=7)
+    with db.transaction() as s:
+        assert catalog.get_gpu_type(s, "NVIDIA H200").rate_per_second == 7
+    with db.transaction() as s, pytest.raises(InvalidInput, match="memoryInGb"):
+        catalog.update_gpu_type(s, admin, "NVIDIA H200", memory_gb=0)

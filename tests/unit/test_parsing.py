@@ -77,8 +77,10 @@ def test_ids_and_secrets() -> None:
 def test_money_is_exact_integers() -> None:
     rate = 830555555555556
     assert money.cost(3600, 8, rate) == 3600 * 8 * rate
-    assert money.per_hour(rate, 18) == "2.990000"
-    assert money.per_hour(191666666666667, 18) == "0.690000"
+    assert money.per_hour(rate, 18) == "2.9900"
+    assert money.per_hour(191666666666667, 18) == "0.6900"
+    assert money.per_hour(1108333333333333, 18) == "3.9900"  # 3.98999999... rounds up
     assert money.per_hour(5, 0) == "18000"
+    assert money.per_hour(1, 6) == "0.0036"
     with pytest.raises(ValueError, match="negative"):
         money.cost(-1, 1, 1)

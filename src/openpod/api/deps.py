@@ -41,6 +41,14 @@ State = Annotated[AppState, Depends(app_state)]
 Key = Annotated[str | None, Depends(bearer)]
 
 
-async def as_account(state: AppState, key: str | None, fn: Callable[[Session, Account], T]) -> T:
+async def as_account(
+    state: AppState,
+    key: str | None,
+    fn: Callable[[Session, Account], T],
+    *,
+    readonly: bool = False,
+) -> T:
     """Authenticate and run `fn` in the same transaction (one round trip to the store)."""
-    return await state.hub.run_db(lambda session: fn(session, accounts.authenticate(session, key)))
+    return await state.hub.run_db(
+        lambda session: fn(session, accounts.authenticate(session, key)), readonly=readonly
+    )

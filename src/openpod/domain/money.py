@@ -12,10 +12,13 @@ def cost(seconds: int, gpu_count: int, rate_per_second: int) -> int:
     return seconds * gpu_count * rate_per_second
 
 
-def per_hour(rate_per_second: int, decimals: int) -> str:
-    """A rate shown as whole tokens per hour, e.g. `0.690000` for 18-decimal tokens."""
+def per_hour(rate_per_second: int, decimals: int, shown: int = 4) -> str:
+    """A rate shown as whole tokens per hour, rounded half up: `0.6900` for 18-decimal tokens.
+
+    For display only: it never feeds back into any amount.
+    """
     units = rate_per_second * 3600
-    whole, frac = divmod(units, 10**decimals)
-    shown = min(decimals, 6)
-    frac_digits = str(frac).rjust(decimals, "0")[:shown] if decimals else ""
-    return f"{whole}.{frac_digits}" if shown else str(whole)
+    shown = min(shown, decimals)
+    scaled = (units * 10**shown + 10**decimals // 2) // 10**decimals
+    whole, frac = divmod(scaled, 10**shown)
+    return f"{whole}.{str(frac).rjust(shown, '0')}" if shown else str(whole)

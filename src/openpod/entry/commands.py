@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -111,12 +114,22 @@ def node(
         stop_grace=settings.stop_grace_seconds,
     )
     try:
-        asyncio.run(agent.run())
+        asyncio.run(_until_signalled(agent.run()))
     except NodeAuthError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(4) from None
     except KeyboardInterrupt:
         pass
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`; SIGTERM or SIGINT cancels it cleanly (pods keep running: they are adopted)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 admin = typer.Typer(help="Operator commands that act on the control plane's database directly.")

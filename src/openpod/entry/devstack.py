@@ -106,7 +106,7 @@ def _add_key(api: str, api_key: str, path: Path) -> None:
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
@@ -161,7 +161,7 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
                 str(data_dir / "node"),
             ],
             node_log,
-            {**env, "OPENPOD_NODE_TOKEN": demo["node_token"]},
+            {**env, "OPENPOD_NODE_TOKEN": demo["node_token"]},  # not argv: `ps` shows argv
         )
         print(_quickstart(api, demo["api_key"], data_dir, _link_cli()), flush=True)
         while not stopping and server.poll() is None and node.poll() is None:

@@ -44,8 +44,8 @@ def new_api_key(session: Session, account: Account) -> str:
 def authenticate(session: Session, api_key: str | None) -> Account:
     if not api_key:
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == ids.hash_secret(api_key)))
-    account = session.get(Account, row.account_id) if row else None
+    query = select(Account).join(ApiKey, ApiKey.account_id == Account.id)
+    account = session.scalar(query.where(ApiKey.key_hash == ids.hash_secret(api_key)))
     if account is None:
         raise Unauthenticated("invalid API key")
     return account

@@ -20,7 +20,8 @@ class GpuAvailability:
 
 
 def list_gpu_types(session: Session) -> list[GpuAvailability]:
-    types = list(session.scalars(select(GpuType).order_by(GpuType.rate_per_second, GpuType.id)))
+    # Rates are stored as decimal text (exact at any size), so they are ordered here, as integers.
+    types = sorted(session.scalars(select(GpuType)), key=lambda t: (t.rate_per_second, t.id))
     counts = capacity.counts_by_type(session, list(session.scalars(select(Node))))
     return [GpuAvailability(t, *counts.get(t.id, (0, 0))) for t in types]
 

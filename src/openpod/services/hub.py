@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Database, Pod
-from openpod.protocol import Hello, PodMessage, PodStatusMessage, Sync, node_message
+from openpod.protocol import (
+    Hello,
+    PodAssignment,
+    PodMessage,
+    PodStatusMessage,
+    Sync,
+    node_message,
+)
 from openpod.services import node_channel, providers
 from openpod.services.errors import InvalidInput
 
@@ -30,6 +38,21 @@ class NodeLink(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+@dataclass(frozen=True)
+class PodChange:
+    """A pod a user just changed, with what its node must now be told (built in the same
+    transaction as the change, so the node never hears of a state that was not committed)."""
+
+    pod: Pod
+    node_id: str | None
+    assignment: PodAssignment
+
+    @classmethod
+    def of(cls, session: Session, pod: Pod) -> PodChange:
+        session.flush()
+        return cls(pod, pod.node_id, node_channel.assignment(session, pod))
+
+
 class NodeHub:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -37,11 +60,11 @@ class NodeHub:
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._changes: dict[str, asyncio.Event] = {}
 
-    async def run_db(self, fn: Callable[[Session], T]) -> T:
+    async def run_db(self, fn: Callable[[Session], T], *, readonly: bool = False) -> T:
         """Run `fn` in one transaction on a worker thread (the store is synchronous)."""
 
         def work() -> T:
-            with self.db.transaction() as session:
+            with self.db.transaction(readonly=readonly) as session:
                 return fn(session)
 
         return await asyncio.to_thread(work)
@@ -101,19 +124,11 @@ class NodeHub:
         if outcome.reply is not None:
             await self._send(node_id, PodMessage(pod=outcome.reply).model_dump_json())
 
-    async def push(self, pod_id: str) -> None:
+    async def push(self, change: PodChange) -> None:
         """Tell the pod's node what is now wanted of it (nothing if the node is offline)."""
-
-        def load(session: Session) -> tuple[str | None, PodMessage | None]:
-            pod = session.get(Pod, pod_id)
-            if pod is None or pod.node_id is None:
-                return None, None
-            return pod.node_id, PodMessage(pod=node_channel.assignment(session, pod))
-
-        self.pod_changed(pod_id)
-        node_id, message = await self.run_db(load)
-        if node_id is not None and message is not None and node_id in self._links:
-            await self._send(node_id, message.model_dump_json())
+        self.pod_changed(change.pod.id)
+        if change.node_id is not None and change.node_id in self._links:
+            await self._send(change.node_id, PodMessage(pod=change.assignment).model_dump_json())
 
     async def _send(self, node_id: str, data: str) -> None:
         link = self._links.get(node_id)

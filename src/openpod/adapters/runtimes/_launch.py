@@ -20,6 +20,8 @@ _SETUP = """set -e
 "$1" --bind "$2" /run/openpod
 "$1" --bind "$3" /workspace
 [ -z "$4" ] || "$1" --bind "$4" /etc/passwd
+"$1" -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+hostname "$OPENPOD_POD_ID" 2>/dev/null || true
 cd /workspace
 shift 4
 exec /bin/sh /run/openpod/boot.sh "$@"
@@ -41,10 +43,12 @@ def pod_passwd(host_passwd: str, user_name: str) -> str:
 def unshare_argv(
     tools: dict[str, str], paths: PodPaths, passwd: str, command: Sequence[str]
 ) -> list[str]:
-    """New PID + mount namespaces (mounts private, fresh /proc); --kill-child: when the
-    unshare process dies, so does the namespace's init, and with it the whole namespace."""
+    """New PID, mount, IPC and UTS namespaces (mounts private, fresh /proc, a private /tmp,
+    the pod id as hostname); --kill-child: when the unshare process dies, so does the
+    namespace's init, and with it the whole namespace."""
     return [
         tools["unshare"], "--pid", "--fork", "--kill-child", "--mount-proc", "--mount",
+        "--ipc", "--uts",
         "--propagation", "private", "--", tools["sh"], "-c", _SETUP, "openpod-setup",
         tools["mount"], str(paths.boot), str(paths.workspace), passwd, *command,
     ]  # fmt: skip

@@ -31,11 +31,12 @@ def _normalise(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, writer: bool = True) -> Engine:
     """An engine; SQLite gets WAL, foreign keys, a busy timeout and write-locking transactions.
 
-    SQLite transactions start with BEGIN IMMEDIATE so that two writers (say, two pod creates
-    racing for the last GPU) are serialised at BEGIN instead of failing at COMMIT.
+    SQLite writer transactions start with BEGIN IMMEDIATE so that two writers (say, two pod
+    creates racing for the last GPU) are serialised at BEGIN instead of failing at COMMIT;
+    reader transactions start with a plain BEGIN and, under WAL, never wait for a writer.
     """
     url = _normalise(url)
     if not url.startswith("sqlite"):
@@ -57,7 +58,7 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
@@ -79,11 +80,19 @@ class Database:
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.dialect == "sqlite":
+            self._read_engine: Engine | None = make_engine(url, writer=False)
+            self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        else:
+            self._read_engine, self._read_sessions = None, self._sessions
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any error."""
-        session = self._sessions()
+    def transaction(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error.
+
+        `readonly` transactions must not write; on SQLite they do not take the write lock.
+        """
+        session = self._read_sessions() if readonly else self._sessions()
         try:
             with session.begin():
                 yield session
@@ -96,3 +105,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._read_engine is not None:
+            self._read_engine.dispose()

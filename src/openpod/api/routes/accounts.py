@@ -35,7 +35,7 @@ def _account_out(session: Session, account: Account) -> schemas.AccountOut:
 
 @router.get("/me")
 async def me(state: State, key: Key) -> schemas.AccountOut:
-    return await as_account(state, key, _account_out)
+    return await as_account(state, key, _account_out, readonly=True)
 
 
 @router.patch("/me")
@@ -62,7 +62,7 @@ def _key_out(row: SSHKey) -> schemas.SSHKeyOut:
 
 @router.get("/ssh-keys", tags=["ssh-keys"])
 async def list_ssh_keys(state: State, key: Key) -> list[schemas.SSHKeyOut]:
-    rows = await as_account(state, key, accounts.list_ssh_keys)
+    rows = await as_account(state, key, accounts.list_ssh_keys, readonly=True)
     return [_key_out(r) for r in rows]
 
 

@@ -28,7 +28,7 @@ def _out(gpu: GpuType, free: int, total: int, decimals: int) -> schemas.GpuTypeO
 @router.get("/gpu-types")
 async def list_gpu_types(state: State, key: Key) -> list[schemas.GpuTypeOut]:
     """Every GPU type with its rate per GPU-second and how many are free on online nodes."""
-    rows = await as_account(state, key, lambda s, _a: catalog.list_gpu_types(s))
+    rows = await as_account(state, key, lambda s, _a: catalog.list_gpu_types(s), readonly=True)
     decimals = state.settings.token_decimals
     return [_out(r.gpu_type, r.free, r.total, decimals) for r in rows]
 

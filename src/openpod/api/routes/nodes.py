@@ -62,7 +62,7 @@ async def list_nodes(state: State, key: Key) -> list[schemas.NodeOut]:
     def load(session: Session, account: Account) -> list[schemas.NodeOut]:
         return [_node_out(session, n) for n in providers.list_nodes(session, account)]
 
-    return await as_account(state, key, load)
+    return await as_account(state, key, load, readonly=True)
 
 
 @router.websocket("/nodes/connect")

@@ -16,6 +16,7 @@ from openpod.api.errors import WaitTimedOut
 from openpod.domain.lifecycle import PodStatus
 from openpod.services import pods
 from openpod.services.errors import Conflict, InvalidInput
+from openpod.services.hub import PodChange
 
 router = APIRouter(tags=["pods"])
 
@@ -34,9 +35,11 @@ async def create_pod(body: schemas.PodCreate, state: State, key: Key) -> schemas
         command=body.docker_start_cmd,
         public_key=body.public_key,
     )
-    pod = await as_account(state, key, lambda s, a: pods.create_pod(s, a, request))
-    await state.hub.push(pod.id)
-    return schemas.pod_out(pod, state.settings.token_decimals)
+    change = await as_account(
+        state, key, lambda s, a: PodChange.of(s, pods.create_pod(s, a, request))
+    )
+    await state.hub.push(change)
+    return schemas.pod_out(change.pod, state.settings.token_decimals)
 
 
 @router.get("/pods")
@@ -44,23 +47,26 @@ async def list_pods(
     state: State, key: Key, include_terminated: bool = Query(False, alias="includeTerminated")
 ) -> list[schemas.PodOut]:
     rows = await as_account(
-        state, key, lambda s, a: pods.list_pods(s, a, include_terminated=include_terminated)
+        state,
+        key,
+        lambda s, a: pods.list_pods(s, a, include_terminated=include_terminated),
+        readonly=True,
     )
     return [schemas.pod_out(p, state.settings.token_decimals) for p in rows]
 
 
 @router.get("/pods/{pod_id}")
 async def get_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
-    pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id))
+    pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id), readonly=True)
     return schemas.pod_out(pod, state.settings.token_decimals)
 
 
 async def _act(
     state: State, key: str | None, action: Callable[[Session, Account], Pod]
 ) -> schemas.PodOut:
-    pod = await as_account(state, key, action)
-    await state.hub.push(pod.id)
-    return schemas.pod_out(pod, state.settings.token_decimals)
+    change = await as_account(state, key, lambda s, a: PodChange.of(s, action(s, a)))
+    await state.hub.push(change)
+    return schemas.pod_out(change.pod, state.settings.token_decimals)
 
 
 @router.post("/pods/{pod_id}/stop")
@@ -100,7 +106,7 @@ async def wait_pod(
     deadline = time.monotonic() + min(timeout, state.settings.wait_max_seconds)
     while True:
         signal = state.hub.change_signal(pod_id)
-        pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id))
+        pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id), readonly=True)
         if pod.status == wanted:
             return schemas.pod_out(pod, state.settings.token_decimals)
         if pod.status in _GIVE_UP:
