@@ -38,6 +38,10 @@ CONCURRENCY = 8
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -233,7 +237,6 @@ def main() -> None:
         plane.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
     rows = [
         (
             "create → RUNNING with SSH ready (API)",

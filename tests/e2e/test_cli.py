@@ -133,3 +133,56 @@ def test_cli_refuses_bad_input_with_exit_codes(platform: Platform, tmp_path: Pat
     )
     assert unauth.returncode == 4
     assert "invalid API key" in unauth.stderr
+
+
+def test_cli_provider_registers_a_node_that_comes_online(
+    platform: Platform, tmp_path: Path
+) -> None:
+    from tests.support.net import wait_until
+    from tests.support.platform import NodeAgentProc, signup
+
+    with signup(platform.plane.url, "gpu-owner") as owner:
+        key = owner.http.headers["Authorization"].removeprefix("Bearer ")
+        env = {
+            **os.environ,
+            "OPENPOD_CONFIG_DIR": str(tmp_path / "cfg"),
+            "OPENPOD_API_URL": platform.plane.url,
+            "OPENPOD_API_KEY": key,
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "openpod", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+
+        bad = cli("provider", "register", "--payout-wallet", "0x123")
+        assert bad.returncode == 1
+        assert "payout wallet '0x123' is not a 0x-prefixed 20-byte hex address" in bad.stderr
+        no_provider = cli("provider", "add-node", "box")
+        assert no_provider.returncode == 4
+        assert "not a provider" in no_provider.stderr
+        assert cli("provider", "register", "--payout-wallet", "0x" + "ab" * 20).returncode == 0
+        added = cli("provider", "add-node", "box", "--json")
+        assert added.returncode == 0, added.stderr
+        node = json.loads(added.stdout)
+        assert node["token"].startswith("opn_")
+
+        agent = NodeAgentProc(platform.plane, node["token"], tmp_path / "box", "NVIDIA H200:2")
+        agent.start()
+        try:
+
+            def online() -> bool:
+                listed = json.loads(cli("provider", "nodes", "--json").stdout)
+                return any(n["id"] == node["id"] and n["online"] for n in listed)
+
+            wait_until(online, 30, "the new node to come online", step=0.1)
+            listed = json.loads(cli("provider", "nodes", "--json").stdout)
+            assert [g["type"] for g in listed[0]["gpus"]] == ["NVIDIA H200", "NVIDIA H200"]
+            me = json.loads(cli("account", "show", "--json").stdout)
+            assert me["isProvider"] is True
+        finally:
+            agent.stop()

@@ -179,3 +179,29 @@ def test_openapi_is_served(platform: Platform) -> None:
         "/gpu-types",
     ):
         assert path in spec["paths"], path
+
+
+def test_resume_fails_clearly_when_its_gpus_are_taken(platform: Platform) -> None:
+    user = platform.user
+    body = {"name": "a", "imageName": "local", "gpuTypeId": "NVIDIA H100 80GB HBM3"}
+    first = user.wait(user.ok("POST", "/pods", json={**body, "gpuCount": 2})["id"])
+    user.ok("POST", f"/pods/{first['id']}/stop")
+    user.wait(first["id"], "STOPPED")
+    taker = user.wait(user.ok("POST", "/pods", json={**body, "gpuCount": 1})["id"])
+
+    refused = user.post(f"/pods/{first['id']}/start")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"cannot resume pod {first['id']}: its node has 1 of 2 NVIDIA H100 80GB HBM3 free and "
+        "the pod needs 2 (the pod's /workspace lives on that node)"
+    )
+    assert user.ok("GET", f"/pods/{first['id']}")["status"] == "STOPPED"  # nothing half-done
+
+    user.ok("DELETE", f"/pods/{taker['id']}")
+    user.wait(taker["id"], "TERMINATED")
+    user.ok("POST", f"/pods/{first['id']}/start")
+    resumed = user.wait(first["id"])
+    assert resumed["nodeId"] == first["nodeId"]
+    assert sorted(resumed["gpuIndices"]) == sorted(first["gpuIndices"])
+    user.ok("DELETE", f"/pods/{first['id']}")
+    user.wait(first["id"], "TERMINATED")

@@ -80,3 +80,18 @@ def test_control_plane_restart_keeps_state(platform: Platform, tmp_path: Path) -
     assert user.wait(pod["id"], "STOPPED")["status"] == "STOPPED"
     user.ok("DELETE", f"/pods/{pod['id']}")
     user.wait(pod["id"], "TERMINATED")
+
+
+def test_node_with_a_wrong_token_stops_with_a_clear_error(platform: Platform) -> None:
+    from tests.support.platform import NodeAgentProc
+
+    agent = NodeAgentProc(
+        platform.plane, "opn_not-a-token", platform.root / "badnode", "NVIDIA H200:1"
+    )
+    agent.start()
+    try:
+        assert agent.proc is not None
+        assert agent.proc.wait(30) == 4
+        assert "the control plane refused this node's token" in agent.output()
+    finally:
+        agent.stop()

@@ -12,7 +12,7 @@ import typer
 
 from openpod import __version__
 from openpod.cli import config as cfg
-from openpod.cli import gpus, keys, pods, ssh
+from openpod.cli import gpus, keys, pods, provider, ssh
 from openpod.cli.errors import EXIT_CODES_HELP, ExitCode
 from openpod.cli.output import fail, print_line
 
@@ -82,3 +82,5 @@ app.add_typer(gpus.app, name="gpu")
 app.add_typer(pods.app, name="pod")
 app.add_typer(keys.app, name="ssh-key")
 app.add_typer(ssh.app, name="ssh")
+app.add_typer(provider.account_app, name="account")
+app.add_typer(provider.app, name="provider")

@@ -211,6 +211,31 @@ class ApiClient:
             timeout=max(self._timeout, timeout + 15.0),
         )
 
+    # --- account and providers -----------------------------------------------------------------
+
+    def me(self) -> Json:
+        """``GET /me``."""
+        return self._object("GET", "/me")
+
+    def set_wallet(self, address: str | None) -> Json:
+        """``PATCH /me``: the account's wallet address (null clears it)."""
+        return self._object("PATCH", "/me", json={"walletAddress": address})
+
+    def become_provider(self, payout_wallet: str) -> Json:
+        """``POST /providers``."""
+        return self._object("POST", "/providers", json={"payoutWallet": payout_wallet})
+
+    def register_node(self, name: str, public_host: str | None) -> Json:
+        """``POST /nodes``: the answer holds the node token, shown once."""
+        body: Json = {"name": name}
+        if public_host:
+            body["publicHost"] = public_host
+        return self._object("POST", "/nodes", json=body)
+
+    def list_nodes(self) -> list[Json]:
+        """``GET /nodes``."""
+        return self._list("/nodes")
+
     # --- SSH keys ------------------------------------------------------------------------------
 
     def list_ssh_keys(self) -> list[Json]:

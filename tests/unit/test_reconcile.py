@@ -1,0 +1,100 @@
+"""The node agent's reconcile step, against an in-memory runtime (a fake of one layer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from openpod.adapters.runtimes.base import (
+    PodLaunch,
+    PodObservation,
+    PodPhase,
+    PodStartError,
+)
+from openpod.node.agent import channel_url
+from openpod.node.reconcile import launch_of, reconcile
+from openpod.protocol import PodAssignment, PodSpec
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self, phase: PodPhase = PodPhase.ABSENT, generation: int = 0) -> None:
+        self.obs = PodObservation("p1", generation, phase)
+        self.calls: list[str] = []
+        self.fail_start: str | None = None
+
+    def start(self, launch: PodLaunch) -> PodObservation:
+        self.calls.append(f"start:{launch.generation}")
+        if self.fail_start:
+            raise PodStartError(self.fail_start)
+        self.obs = PodObservation("p1", launch.generation, PodPhase.STARTING, {22: 4000})
+        return self.obs
+
+    def observe(self, pod_id: str) -> PodObservation:
+        return self.obs
+
+    def stop(self, pod_id: str, grace_seconds: float) -> PodObservation:
+        self.calls.append("stop")
+        self.obs = PodObservation("p1", self.obs.generation, PodPhase.STOPPED)
+        return self.obs
+
+    def remove(self, pod_id: str, grace_seconds: float) -> None:
+        self.calls.append("remove")
+        self.obs = PodObservation("p1", self.obs.generation, PodPhase.ABSENT)
+
+    def adopt(self) -> list[PodObservation]:
+        return [self.obs]
+
+
+def _want(desired: str, generation: int = 1) -> PodAssignment:
+    spec = PodSpec(image="i", ports=["22/tcp", "8888/http"], gpu_indices=[1, 3], public_keys=["k"])
+    return PodAssignment.model_validate(
+        {"pod_id": "p1", "generation": generation, "desired": desired, "spec": spec.model_dump()}
+    )
+
+
+@pytest.mark.parametrize(
+    ("phase", "generation", "desired", "calls", "reported"),
+    [
+        (PodPhase.ABSENT, 0, "running", ["start:1"], "starting"),
+        (PodPhase.STOPPED, 1, "running", ["start:1"], "starting"),
+        (PodPhase.RUNNING, 1, "running", [], "running"),
+        (PodPhase.RUNNING, 0, "running", ["stop", "start:1"], "starting"),
+        (PodPhase.EXITED, 1, "running", [], "exited"),  # never restarted behind the user's back
+        (PodPhase.EXITED, 0, "running", ["start:1"], "starting"),
+        (PodPhase.RUNNING, 1, "stopped", ["stop"], "stopped"),
+        (PodPhase.EXITED, 1, "stopped", ["stop"], "stopped"),
+        (PodPhase.STOPPED, 1, "stopped", [], "stopped"),
+        (PodPhase.RUNNING, 1, "terminated", ["remove"], "absent"),
+        (PodPhase.ABSENT, 0, "terminated", ["remove"], "absent"),
+    ],
+)
+def test_reconcile_moves_one_step_towards_desired(
+    phase: PodPhase, generation: int, desired: str, calls: list[str], reported: str
+) -> None:
+    runtime = FakeRuntime(phase, generation)
+    report = reconcile(runtime, _want(desired), grace=1.0)
+    assert runtime.calls == calls
+    assert report.phase == reported
+
+
+def test_a_start_error_is_reported_as_failed_with_its_reason() -> None:
+    runtime = FakeRuntime()
+    runtime.fail_start = "no free host port"
+    report = reconcile(runtime, _want("running"), grace=1.0)
+    assert (report.phase, report.reason, report.generation) == ("failed", "no free host port", 1)
+
+
+def test_launch_of_an_assignment() -> None:
+    launch = launch_of(_want("running", generation=4))
+    assert launch.generation == 4
+    assert [(p.port, p.protocol) for p in launch.ports] == [(22, "tcp"), (8888, "http")]
+    assert launch.gpu_indices == (1, 3)
+    assert launch.public_keys == ("k",)
+
+
+def test_channel_url() -> None:
+    assert channel_url("http://h:1/") == "ws://h:1/nodes/connect"
+    assert channel_url("https://api.example/base") == "wss://api.example/base/nodes/connect"
+    with pytest.raises(ValueError, match="must start with http"):
+        channel_url("ftp://h")
