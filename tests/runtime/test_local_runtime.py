@@ -26,10 +26,6 @@ from openpod.adapters.runtimes.base import (
 from openpod.adapters.runtimes.local import BOOT_SCRIPT, LocalRuntime
 
 SSH = shutil.which("ssh")
-needs_pods = pytest.mark.skipif(
-    os.geteuid() != 0 or SSH is None or shutil.which("sshd", path="/usr/sbin:/usr/bin") is None,
-    reason="needs root and the OpenSSH client and server",
-)
 RUNNING = PodPhase.RUNNING
 
 
@@ -123,7 +119,6 @@ def bindable(port: int) -> bool:
     return True
 
 
-@needs_pods
 def test_ssh_stop_resume_remove(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch], client_key: Path
 ) -> None:
@@ -168,7 +163,6 @@ def test_ssh_stop_resume_remove(
     runtime.remove("pod1", 5)  # idempotent
 
 
-@needs_pods
 def test_stop_kills_open_ssh_session(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch], client_key: Path
 ) -> None:
@@ -192,7 +186,6 @@ def test_stop_kills_open_ssh_session(
     assert _proc_state(pid) in (None, "Z")
 
 
-@needs_pods
 def test_image_without_sshd_still_runs(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch]
 ) -> None:
@@ -205,7 +198,6 @@ def test_image_without_sshd_still_runs(
     assert pids_in_ns(leader(runtime, "pod1")[1])
 
 
-@needs_pods
 def test_workload_exit_code_and_logs(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch]
 ) -> None:
@@ -220,7 +212,6 @@ def test_workload_exit_code_and_logs(
     assert (run_dir / "stderr.log").read_text() == "to stderr\n"
 
 
-@needs_pods
 def test_adopt_after_restart_and_no_duplicate(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch]
 ) -> None:
@@ -238,7 +229,6 @@ def test_adopt_after_restart_and_no_duplicate(
     assert [o.phase for o in LocalRuntime(runtime.root_dir).adopt()] == [PodPhase.STOPPED]
 
 
-@needs_pods
 def test_gpu_env_and_workload_port(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch]
 ) -> None:
@@ -261,7 +251,6 @@ def test_gpu_env_and_workload_port(
     assert gpus == "|void|0|/workspace|/workspace\n"
 
 
-@needs_pods
 def test_unknown_pod_and_stale_generation(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch]
 ) -> None:
@@ -281,13 +270,16 @@ def test_start_refuses_without_root(
         LocalRuntime(tmp_path).start(make_launch())
 
 
-SHELLS = [s for s in ("dash", "busybox", "bash") if shutil.which(s)]
+# make test installs dash, busybox and bash: each must run the boot script.
+SHELLS = ["dash", "busybox", "bash"]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_boot_script_in_posix_shells(tmp_path: Path, shell: str) -> None:
     """No sshd: keys and environment are still written, the status says why, argv runs."""
-    argv = [shutil.which(shell) or shell, *(["sh"] if shell == "busybox" else [])]
+    found = shutil.which(shell)
+    assert found is not None, f"{shell} is not installed (make test installs it)"
+    argv = [found, *(["sh"] if shell == "busybox" else [])]
     env = dict(PATH=os.environ["PATH"], HOME=str(tmp_path / "home"), SPACED=" a  b ")
     env.update(PUBLIC_KEY="ssh-ed25519 AAAA one\nssh-ed25519 BBBB two", value="kept")
     env.update(OPENPOD_BOOT_STATUS=str(tmp_path / "status"), OPENPOD_SSHD="/nonexistent")
@@ -304,3 +296,30 @@ def test_boot_script_in_posix_shells(tmp_path: Path, shell: str) -> None:
     left_out = ("PUBLIC_KEY=", "HOME=", "MULTI=", "INJECTED=")
     assert not [line for line in lines if line.startswith(left_out)]
     assert (tmp_path / "status").read_text() == "ssh=unavailable: no sshd binary at /nonexistent\n"
+
+
+def test_ready_pods_are_not_probed_on_every_look(
+    runtime: LocalRuntime, make_launch: Callable[..., PodLaunch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each SSH banner probe is a connection sshd logs: once all is ready, look by /proc only."""
+    from openpod.adapters.runtimes import local, readiness
+
+    runtime.start(make_launch())
+    wait_phase(runtime, "pod1", RUNNING)
+    runtime.observe("pod1")  # a full probe that finds everything ready
+    probes: list[int] = []
+    real_banner = readiness.ssh_banner
+
+    def counting_banner(host: str, port: int, timeout: float = 0.2) -> bool:
+        probes.append(port)
+        return real_banner(host, port, timeout)
+
+    monkeypatch.setattr(readiness, "ssh_banner", counting_banner)
+    for _ in range(5):
+        assert runtime.observe("pod1").phase is RUNNING
+    assert probes == []
+    monkeypatch.setattr(local, "REPROBE_SECONDS", 0.0)
+    assert runtime.observe("pod1").ssh_ready
+    assert len(probes) == 1
+    runtime.stop("pod1", 5)
+    assert runtime.observe("pod1").phase is PodPhase.STOPPED

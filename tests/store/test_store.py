@@ -244,3 +244,17 @@ def test_only_admins_edit_the_catalog(db: Database) -> None:
         assert catalog.get_gpu_type(s, "NVIDIA H200").rate_per_second == 7
     with db.transaction() as s, pytest.raises(InvalidInput, match="memoryInGb"):
         catalog.update_gpu_type(s, admin, "NVIDIA H200", memory_gb=0)
+
+
+def test_a_node_declaring_an_unknown_gpu_type_is_warned_about(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    _setup(db)
+    with db.transaction() as s:
+        owner, _ = accounts.create_account(s, "p2")
+        providers.become_provider(s, owner, "0x" + "ef" * 20)
+        node, _ = providers.register_node(s, owner, "odd", None)
+        providers.node_connected(
+            s, node.id, runtime="local", public_host="h", gpus=[GpuInfo(index=0, type="Tesla K80")]
+        )
+    assert "GPU types not in the catalog: ['Tesla K80']" in caplog.text

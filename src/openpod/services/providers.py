@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openpod.adapters.store import Account, Node, Provider
+from openpod.adapters.store import Account, GpuType, Node, Provider
 from openpod.adapters.store.models import utcnow
 from openpod.domain import ids
 from openpod.protocol import GpuInfo
 from openpod.services.accounts import validate_wallet
 from openpod.services.errors import Conflict, Forbidden, InvalidInput, Unauthenticated
+
+log = logging.getLogger("openpod.providers")
 
 NODE_TOKEN_PREFIX = "opn"  # noqa: S105 - a prefix, not a secret
 
@@ -84,6 +88,10 @@ def node_connected(
     indices = [g.index for g in gpus]
     if len(set(indices)) != len(indices):
         raise InvalidInput("node declares the same GPU index twice")
+    unknown = sorted({g.type for g in gpus} - set(session.scalars(select(GpuType.id))))
+    if unknown:
+        # Such GPUs cannot be rented until an admin adds their type to the catalog.
+        log.warning("node %s declares GPU types not in the catalog: %s", node_id, unknown)
     node.gpus = [g.model_dump() for g in gpus]
     node.runtime = runtime
     node.public_host = public_host

@@ -56,6 +56,8 @@ from openpod.adapters.runtimes.base import (
     RuntimeError_,
 )
 
+REPROBE_SECONDS = 10.0  # how long an all-ready probe result is trusted
+
 # Leaders this process started, by pid: only the parent can reap them and learn the exit
 # code. Shared by every LocalRuntime instance of the process, as are the per-pod locks.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -92,6 +94,8 @@ class LocalRuntime:
         self.probe_timeout = probe_timeout
         self.replace_grace_seconds = replace_grace_seconds
         self._probe_host = readiness.probe_host(bind_host)
+        # (pod id, generation) -> (when, ready ports) of the last probe that found all ready
+        self._ready: dict[tuple[str, int], tuple[float, tuple[int, ...]]] = {}
         try:
             user = pwd.getpwuid(os.geteuid())
             self._user_name, self._user_home = user.pw_name, user.pw_dir
@@ -278,6 +282,21 @@ class LocalRuntime:
         return " ".join(text.split()[:2]) if text else None
 
     def _probe(self, paths: PodPaths, state: PodState, obs: PodObservation) -> None:
+        """Readiness by TCP probes; once everything is ready, probed again only every
+        REPROBE_SECONDS (each SSH banner probe is a connection sshd logs)."""
+        key = (paths.pod.name, state.generation)
+        cached = self._ready.get(key)
+        if cached is not None and time.monotonic() - cached[0] < REPROBE_SECONDS:
+            obs.ssh_ready, obs.ready_ports = True, cached[1]
+            obs.phase = PodPhase.RUNNING
+            return
+        self._probe_now(paths, state, obs)
+        if obs.ssh_ready and set(obs.ready_ports) == set(state.ports):
+            self._ready[key] = (time.monotonic(), obs.ready_ports)
+        else:
+            self._ready.pop(key, None)
+
+    def _probe_now(self, paths: PodPaths, state: PodState, obs: PodObservation) -> None:
         status = (read_text(paths.boot_status) or "").strip()
         ssh_port = state.ports.get(22)
         ready: list[int] = []
