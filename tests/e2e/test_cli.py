@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 from tests.e2e.conftest import Platform
+from tests.support.net import wait_until
+from tests.support.platform import Api, NodeAgentProc, signup
 
 
-def _cli(platform: Platform, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "OPENPOD_CONFIG_DIR": str(tmp_path / "config"),
-        "OPENPOD_API_URL": platform.plane.url,
-        "OPENPOD_API_KEY": platform.user.http.headers["Authorization"].removeprefix("Bearer "),
-    }
+def _run(url: str, key: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`openpod ARGS...` as a user would run it, configured by the environment."""
+    env = {**os.environ, "OPENPOD_CONFIG_DIR": str(config), "OPENPOD_API_URL": url,
+           "OPENPOD_API_KEY": key}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "openpod", *args],
         capture_output=True,
@@ -25,6 +24,14 @@ def _cli(platform: Platform, tmp_path: Path, *args: str) -> subprocess.Completed
         env=env,
         timeout=60,
     )
+
+
+def _key(api: Api) -> str:
+    return str(api.http.headers["Authorization"]).removeprefix("Bearer ")
+
+
+def _cli(platform: Platform, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _run(platform.plane.url, _key(platform.user), tmp_path / "config", *args)
 
 
 def test_cli_create_then_ssh_then_stop(platform: Platform, tmp_path: Path) -> None:
@@ -84,53 +91,14 @@ def test_cli_create_then_ssh_then_stop(platform: Platform, tmp_path: Path) -> No
 
 
 def test_cli_refuses_bad_input_with_exit_codes(platform: Platform, tmp_path: Path) -> None:
-    none_free = _cli(
-        platform,
-        tmp_path,
-        "pod",
-        "create",
-        "--name",
-        "x",
-        "--image",
-        "local",
-        "--gpu-type",
-        "NVIDIA H200",
-        "--gpu-count",
-        "1",
-        "--no-wait",
-    )
+    create = ["pod", "create", "--name", "x", "--image", "local", "--no-wait", "--gpu-type"]
+    none_free = _cli(platform, tmp_path, *create, "NVIDIA H200")
     assert none_free.returncode == 5
     assert "no free NVIDIA H200: 0 of 0 free" in none_free.stderr
-    bad_ports = _cli(
-        platform,
-        tmp_path,
-        "pod",
-        "create",
-        "--name",
-        "x",
-        "--image",
-        "local",
-        "--gpu-type",
-        "NVIDIA GeForce RTX 4090",
-        "--ports",
-        "8888/udpx",
-        "--no-wait",
-    )
+    bad_ports = _cli(platform, tmp_path, *create, "NVIDIA GeForce RTX 4090", "--ports", "8888/udpx")
     assert bad_ports.returncode == 1
     assert "protocol 'udpx'" in bad_ports.stderr
-    env = {
-        **os.environ,
-        "OPENPOD_CONFIG_DIR": str(tmp_path / "c2"),
-        "OPENPOD_API_URL": platform.plane.url,
-        "OPENPOD_API_KEY": "op_wrong",
-    }
-    unauth = subprocess.run(
-        [sys.executable, "-m", "openpod", "pod", "list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    unauth = _run(platform.plane.url, "op_wrong", tmp_path / "c2", "pod", "list")
     assert unauth.returncode == 4
     assert "invalid API key" in unauth.stderr
 
@@ -138,26 +106,11 @@ def test_cli_refuses_bad_input_with_exit_codes(platform: Platform, tmp_path: Pat
 def test_cli_provider_registers_a_node_that_comes_online(
     platform: Platform, tmp_path: Path
 ) -> None:
-    from tests.support.net import wait_until
-    from tests.support.platform import NodeAgentProc, signup
 
     with signup(platform.plane.url, "gpu-owner") as owner:
-        key = owner.http.headers["Authorization"].removeprefix("Bearer ")
-        env = {
-            **os.environ,
-            "OPENPOD_CONFIG_DIR": str(tmp_path / "cfg"),
-            "OPENPOD_API_URL": platform.plane.url,
-            "OPENPOD_API_KEY": key,
-        }
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "openpod", *args],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=60,
-            )
+            return _run(platform.plane.url, _key(owner), tmp_path / "cfg", *args)
 
         bad = cli("provider", "register", "--payout-wallet", "0x123")
         assert bad.returncode == 1

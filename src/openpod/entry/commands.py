@@ -22,6 +22,11 @@ def _logging(level: str) -> None:
     )
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line; the rest come from the environment or defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def server(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -37,17 +42,9 @@ def server(
     from openpod.api.app import create_app
     from openpod.settings import ServerSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "host": host,
-            "port": port,
-            "data_dir": data_dir,
-            "database_url": database_url,
-        }.items()
-        if v is not None
-    }
-    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    settings = ServerSettings(
+        **_given(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    )
     _logging(log_level)
     uvicorn.run(
         create_app(settings),
@@ -82,19 +79,16 @@ def node(
     from openpod.protocol import GpuInfo
     from openpod.settings import NodeSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "api_url": api_url,
-            "token": token,
-            "gpus": gpus,
-            "data_dir": data_dir,
-            "public_host": public_host,
-            "bind_host": bind_host,
-        }.items()
-        if v is not None
-    }
-    settings = NodeSettings(**overrides)  # type: ignore[arg-type]
+    settings = NodeSettings(
+        **_given(
+            api_url=api_url,
+            token=token,
+            gpus=gpus,
+            data_dir=data_dir,
+            public_host=public_host,
+            bind_host=bind_host,
+        )
+    )
     _logging(log_level)
     if not settings.token:
         raise typer.BadParameter("a node token is needed: --token or OPENPOD_NODE_TOKEN")
@@ -147,8 +141,7 @@ def create_account(
     from openpod.services import accounts
     from openpod.settings import ServerSettings
 
-    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items() if v}
-    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    settings = ServerSettings(**_given(data_dir=data_dir, database_url=database_url))
     migrate(settings.db_url())
     db = Database(settings.db_url())
     with db.transaction() as session:
