@@ -34,9 +34,10 @@ class PodAssignment(BaseModel):
     """What the control plane wants of one pod on this node."""
 
     pod_id: str
-    generation: int
+    generation: int  # the run: a new one at every start or resume
     desired: Literal["running", "stopped", "terminated"]
     spec: PodSpec
+    revision: int = 0  # grows at every change of what is wanted: orders overtaking messages
 
 
 class PodReport(BaseModel):

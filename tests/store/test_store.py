@@ -258,3 +258,14 @@ def test_a_node_declaring_an_unknown_gpu_type_is_warned_about(
             s, node.id, runtime="local", public_host="h", gpus=[GpuInfo(index=0, type="Tesla K80")]
         )
     assert "GPU types not in the catalog: ['Tesla K80']" in caplog.text
+
+
+def test_migrations_and_models_describe_the_same_schema(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from openpod.adapters.store import Base
+
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from openpod.adapters.runtimes.base import (
@@ -10,9 +12,9 @@ from openpod.adapters.runtimes.base import (
     PodPhase,
     PodStartError,
 )
-from openpod.node.agent import channel_url
+from openpod.node.agent import NodeAgent, channel_url
 from openpod.node.reconcile import launch_of, reconcile
-from openpod.protocol import PodAssignment, PodSpec
+from openpod.protocol import PodAssignment, PodSpec, Sync
 
 
 class FakeRuntime:
@@ -46,10 +48,18 @@ class FakeRuntime:
         return [self.obs]
 
 
-def _want(desired: str, generation: int = 1) -> PodAssignment:
+def _want(
+    desired: str, generation: int = 1, revision: int = 0, pod_id: str = "p1"
+) -> PodAssignment:
     spec = PodSpec(image="i", ports=["22/tcp", "8888/http"], gpu_indices=[1, 3], public_keys=["k"])
     return PodAssignment.model_validate(
-        {"pod_id": "p1", "generation": generation, "desired": desired, "spec": spec.model_dump()}
+        {
+            "pod_id": pod_id,
+            "generation": generation,
+            "desired": desired,
+            "revision": revision,
+            "spec": spec.model_dump(),
+        }
     )
 
 
@@ -98,3 +108,35 @@ def test_channel_url() -> None:
     assert channel_url("https://api.example/base") == "wss://api.example/base/nodes/connect"
     with pytest.raises(ValueError, match="must start with http"):
         channel_url("ftp://h")
+
+
+async def _settle() -> None:
+    await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()))
+
+
+def _agent(runtime: FakeRuntime) -> NodeAgent:
+    return NodeAgent(api_url="http://127.0.0.1:1", token="t", runtime=runtime, gpus=[],
+                     public_host="127.0.0.1")  # fmt: skip
+
+
+async def test_an_older_assignment_never_replaces_a_newer_one() -> None:
+    runtime = FakeRuntime(PodPhase.RUNNING, generation=1)
+    agent = _agent(runtime)
+    agent._spawn(_want("stopped", revision=3))
+    agent._spawn(_want("running", revision=2))  # overtaken: built before the stop
+    await _settle()
+    assert agent._wanted["p1"].revision == 3
+    assert runtime.calls == ["stop"]
+    agent._spawn(_want("terminated", revision=0))  # a termination is final: always taken
+    await _settle()
+    assert runtime.calls == ["stop", "remove"]
+    assert "p1" not in agent._wanted
+
+
+async def test_sync_removes_what_the_plane_no_longer_lists() -> None:
+    runtime = FakeRuntime(PodPhase.RUNNING, generation=1)
+    agent = _agent(runtime)
+    agent._on_sync(Sync(pods=[_want("running", pod_id="p2")]), known={"p1", "p2"})
+    await _settle()
+    assert "remove" in runtime.calls  # p1: terminated while the node was away
+    assert set(agent._wanted) == {"p2"}

@@ -23,6 +23,7 @@ from openpod.protocol import (
     PodAssignment,
     PodMessage,
     PodReport,
+    PodSpec,
     PodStatusMessage,
     Sync,
     control_message,
@@ -94,6 +95,7 @@ class NodeAgent:
     async def _serve_once(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"}
         async with connect(self.url, additional_headers=headers, open_timeout=10) as ws:
+            known = set(self._wanted)  # what the plane wanted before this connection
             held = await asyncio.to_thread(self.runtime.adopt)
             reports = [report_of(obs) for obs in held]
             hello = Hello(
@@ -110,30 +112,46 @@ class NodeAgent:
                 async for raw in ws:
                     message = control_message.validate_json(raw)
                     if isinstance(message, Sync):
-                        await self._on_sync(message, {r.pod_id for r in reports})
+                        self._on_sync(message, known | {r.pod_id for r in reports})
                     elif isinstance(message, PodMessage):
                         self._spawn(message.pod)
             finally:
                 self._ws = None
 
-    async def _on_sync(self, sync: Sync, held: set[str]) -> None:
-        self._wanted = {a.pod_id: a for a in sync.pods}
+    def _on_sync(self, sync: Sync, known: set[str]) -> None:
+        """The full desired state of this node: apply it; remove what it no longer lists.
+
+        A pod held on disk, or wanted before this connection, that the plane does not list
+        was terminated while we were away. Pods pushed on this connection are not in `known`,
+        so a `pod` message that overtook the `sync` is never undone by it.
+        """
+        listed = {a.pod_id for a in sync.pods}
         for assignment in sync.pods:
             self._spawn(assignment)
-        for pod_id in held - set(self._wanted):
-            # The control plane no longer knows it (terminated while we were away): remove.
+        for pod_id in known - listed:
             self._spawn(
-                PodAssignment.model_validate(
-                    {
-                        "pod_id": pod_id,
-                        "generation": 0,
-                        "desired": "terminated",
-                        "spec": {"image": ""},
-                    }
+                PodAssignment(
+                    pod_id=pod_id,
+                    generation=0,
+                    desired="terminated",
+                    spec=PodSpec(image=""),
                 )
             )
 
     def _spawn(self, assignment: PodAssignment) -> None:
+        """Take an assignment unless a newer one (higher revision) was already taken.
+
+        Messages can overtake each other (a `sync` built before a user's change but sent
+        after its `pod` message); revisions order them. A termination is always taken: it
+        is final, so no assignment can be newer.
+        """
+        current = self._wanted.get(assignment.pod_id)
+        if (
+            current is not None
+            and assignment.desired != "terminated"
+            and assignment.revision < current.revision
+        ):
+            return
         self._wanted[assignment.pod_id] = assignment
         task = asyncio.create_task(self._apply(assignment))
         task.add_done_callback(_log_failure)

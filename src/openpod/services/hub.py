@@ -49,6 +49,7 @@ class PodChange:
 
     @classmethod
     def of(cls, session: Session, pod: Pod) -> PodChange:
+        pod.revision += 1
         session.flush()
         return cls(pod, pod.node_id, node_channel.assignment(session, pod))
 
@@ -95,9 +96,11 @@ class NodeHub:
             ]
             return changed, Sync(pods=node_channel.assignments(session, node_id))
 
-        changed, sync = await self.run_db(connect)
+        # Linked before the snapshot is read: a change committed meanwhile is pushed too (in
+        # whatever order it arrives, revisions let the node keep the newest).
         self._links[node_id] = link
         self._send_locks[node_id] = asyncio.Lock()
+        changed, sync = await self.run_db(connect)
         for pod_id in changed:
             self.pod_changed(pod_id)
         await self._send(node_id, sync.model_dump_json())

@@ -34,6 +34,7 @@ def assignment(session: Session, pod: Pod) -> PodAssignment:
     return PodAssignment(
         pod_id=pod.id,
         generation=pod.generation,
+        revision=pod.revision,
         desired=desired,
         spec=PodSpec(
             image=pod.image,
@@ -114,6 +115,7 @@ def apply_report(session: Session, node_id: str, report: PodReport) -> ReportOut
         if event in (PodEvent.EXITED, PodEvent.CRASHED) and status is not PodStatus.STOPPING:
             reason = _exit_reason(report)
             pod.desired_status = DesiredStatus.STOPPED.value
+            pod.revision += 1
         elif event is PodEvent.START_FAILED:
             reason = report.reason or "the pod failed to start"
         transition(pod, event, reason)

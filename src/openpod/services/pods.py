@@ -98,6 +98,7 @@ def create_pod(session: Session, account: Account, req: PodRequest) -> Pod:
         desired_status=DesiredStatus.RUNNING.value,
         status=PodStatus.PENDING.value,
         generation=0,
+        revision=0,
         port_mappings={},
         ready_ports=[],
         gpu_indices=[],

@@ -156,6 +156,8 @@ class Pod(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Grows at every change of what the node is told (desired status, run, spec).
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     public_host: Mapped[str | None] = mapped_column(String(255), default=None)
     port_mappings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"22": 40123}
     ready_ports: Mapped[list[Any]] = mapped_column(default=list)
