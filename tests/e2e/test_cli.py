@@ -137,5 +137,12 @@ def test_cli_provider_registers_a_node_that_comes_online(
             assert [g["type"] for g in listed[0]["gpus"]] == ["NVIDIA H200", "NVIDIA H200"]
             me = json.loads(cli("account", "show", "--json").stdout)
             assert me["isProvider"] is True
+            made = json.loads(cli("account", "new-key", "--json").stdout)
+            keys = json.loads(cli("account", "keys", "--json").stdout)
+            assert made["id"] in [k["id"] for k in keys]
+            assert cli("account", "revoke-key", made["id"]).returncode == 0
+            gone = cli("account", "revoke-key", made["id"])
+            assert gone.returncode == 3
+            assert f"no API key '{made['id']}'" in gone.stderr
         finally:
             agent.stop()

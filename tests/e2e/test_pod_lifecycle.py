@@ -205,3 +205,86 @@ def test_resume_fails_clearly_when_its_gpus_are_taken(platform: Platform) -> Non
     assert sorted(resumed["gpuIndices"]) == sorted(first["gpuIndices"])
     user.ok("DELETE", f"/pods/{first['id']}")
     user.wait(first["id"], "TERMINATED")
+
+
+def test_a_per_pod_key_logs_in_beside_the_accounts_keys(platform: Platform, tmp_path: Path) -> None:
+    import subprocess
+
+    extra = tmp_path / "pod_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(extra)], check=True)
+    user = platform.user
+    created = user.ok(
+        "POST",
+        "/pods",
+        json={"name": "k", "imageName": "local", "gpuTypeId": "NVIDIA GeForce RTX 4090",
+              "publicKey": extra.with_suffix(".pub").read_text()},
+    )  # fmt: skip
+    pod = user.wait(created["id"])
+    for key in (extra, platform.key_file):
+        out = ssh(pod, key, "echo in", tmp_path)
+        assert out.stdout.strip() == "in", out.stderr
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    refused = ssh(pod, stranger, "echo in", tmp_path)
+    assert refused.returncode == 255
+    assert "Permission denied" in refused.stderr
+    user.ok("DELETE", f"/pods/{pod['id']}")
+    user.wait(pod["id"], "TERMINATED")
+
+
+def test_only_admins_edit_the_gpu_catalog(platform: Platform) -> None:
+    response = platform.user.patch("/gpu-types/NVIDIA H200", json={"ratePerSecond": 1})
+    assert response.status_code == 403
+    assert response.json()["detail"] == "only an admin can change the GPU catalog"
+    rates = {t["id"]: t["ratePerSecond"] for t in platform.user.ok("GET", "/gpu-types")}
+    assert rates["NVIDIA H200"] == "1108333333333333"
+
+
+def test_an_admin_made_by_the_operator_edits_the_catalog(platform: Platform) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.platform import Api
+
+    made = subprocess.run(
+        [sys.executable, "-m", "openpod", "admin", "create-account", "ops", "--admin",
+         "--data-dir", str(platform.root / "plane")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    key = made.stdout.split("api key: ")[1].strip()
+    with Api(platform.plane.url, key) as admin:
+        assert admin.ok("GET", "/me")["isAdmin"] is True
+        changed = admin.ok("PATCH", "/gpu-types/NVIDIA B200", json={"ratePerSecond": 42})
+        assert (changed["ratePerSecond"], changed["pricePerHour"]) == ("42", "0.0000")
+        added = admin.ok("POST", "/gpu-types", json={"id": "AMD Instinct MI300X",
+                         "displayName": "MI300X", "memoryInGb": 192, "ratePerSecond": 7})  # fmt: skip
+        assert added["id"] == "AMD Instinct MI300X"
+        duplicate = admin.post("/gpu-types", json={"id": "AMD Instinct MI300X",
+                               "displayName": "x", "memoryInGb": 1, "ratePerSecond": 1})  # fmt: skip
+        assert duplicate.status_code == 409
+    listed = {t["id"]: t["ratePerSecond"] for t in platform.user.ok("GET", "/gpu-types")}
+    assert listed["NVIDIA B200"] == "42"
+    assert listed["AMD Instinct MI300X"] == "7"
+
+
+def test_api_keys_are_created_listed_and_revoked(platform: Platform) -> None:
+    from tests.support.platform import Api, signup
+
+    with signup(platform.plane.url, "rotator") as first:
+        [only] = first.ok("GET", "/api-keys")
+        last = first.delete(f"/api-keys/{only['id']}")
+        assert last.status_code == 409
+        assert "last API key" in last.json()["detail"]
+        made = first.ok("POST", "/api-keys")
+        assert made["apiKey"].startswith(made["hint"].removesuffix("…"))
+        listed = first.ok("GET", "/api-keys")
+        assert [k["id"] for k in listed] == [only["id"], made["id"]]
+        assert all("apiKey" not in k for k in listed)  # never shown again
+        with Api(platform.plane.url, made["apiKey"]) as second:
+            assert second.ok("GET", "/me")["name"] == "rotator"
+            assert second.delete(f"/api-keys/{only['id']}").status_code == 204
+        revoked = first.get("/me")  # the first key no longer works
+        assert revoked.status_code == 401
+        missing = Api(platform.plane.url, made["apiKey"])
+        with missing:
+            assert missing.delete("/api-keys/key_nope").status_code == 404

@@ -42,6 +42,16 @@ class AccountUpdate(Wire):
     wallet_address: str | None
 
 
+class ApiKeyOut(Wire):
+    id: str
+    hint: str
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyOut):
+    api_key: str
+
+
 class SSHKeyCreate(Wire):
     public_key: str
     name: str | None = None

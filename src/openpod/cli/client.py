@@ -221,6 +221,18 @@ class ApiClient:
         """``PATCH /me``: the account's wallet address (null clears it)."""
         return self._object("PATCH", "/me", json={"walletAddress": address})
 
+    def list_api_keys(self) -> list[Json]:
+        """``GET /api-keys``."""
+        return self._list("/api-keys")
+
+    def create_api_key(self) -> Json:
+        """``POST /api-keys``: the answer holds the new key, shown once."""
+        return self._object("POST", "/api-keys")
+
+    def revoke_api_key(self, key_id: str) -> None:
+        """``DELETE /api-keys/{id}``."""
+        self.request("DELETE", f"/api-keys/{_seg(key_id)}")
+
     def become_provider(self, payout_wallet: str) -> Json:
         """``POST /providers``."""
         return self._object("POST", "/providers", json={"payoutWallet": payout_wallet})

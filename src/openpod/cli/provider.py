@@ -45,6 +45,40 @@ def wallet(
         print_line(f"wallet    {me.get('walletAddress') or 'none'}")
 
 
+@account_app.command("keys")
+@handle_api_errors
+def keys(as_json: JsonFlag = False) -> None:
+    """List your API keys (their hints: a key is shown only when it is made)."""
+    with make_client() as client:
+        listed = client.list_api_keys()
+    if as_json:
+        print_json(listed)
+        return
+    rows = ((k.get("id"), k.get("hint"), k.get("createdAt")) for k in listed)
+    print_table(("ID", "KEY", "CREATED"), rows, "no API keys")
+
+
+@account_app.command("new-key")
+@handle_api_errors
+def new_key(as_json: JsonFlag = False) -> None:
+    """Make another API key and print it (shown once)."""
+    with make_client() as client:
+        made = client.create_api_key()
+    if as_json:
+        print_json(made)
+    else:
+        print_line(f"api key {made.get('id')} (shown once): {made.get('apiKey')}")
+
+
+@account_app.command("revoke-key")
+@handle_api_errors
+def revoke_key(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys`).")]) -> None:
+    """Revoke an API key at once (your last key cannot be revoked)."""
+    with make_client() as client:
+        client.revoke_api_key(key_id)
+    print_line(f"revoked {key_id}")
+
+
 @app.command("register")
 @handle_api_errors
 def register(

@@ -29,16 +29,37 @@ def create_account(session: Session, name: str, *, is_admin: bool = False) -> tu
 
 
 def new_api_key(session: Session, account: Account) -> str:
+    """Another API key for the account; returned once, stored as a hash and a short hint."""
+    return issue_api_key(session, account)[1]
+
+
+def issue_api_key(session: Session, account: Account) -> tuple[ApiKey, str]:
     key = ids.new_secret(API_KEY_PREFIX)
-    session.add(
-        ApiKey(
-            id=ids.new_id("key"),
-            account_id=account.id,
-            key_hash=ids.hash_secret(key),
-            hint=ids.secret_hint(key),
-        )
+    row = ApiKey(
+        id=ids.new_id("key"),
+        account_id=account.id,
+        key_hash=ids.hash_secret(key),
+        hint=ids.secret_hint(key),
     )
-    return key
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def list_api_keys(session: Session, account: Account) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.account_id == account.id).order_by(ApiKey.created_at)
+    return list(session.scalars(query))
+
+
+def revoke_api_key(session: Session, account: Account, key_id: str) -> None:
+    """Revoke one key at once; the last key is kept so that the account stays reachable."""
+    keys = list_api_keys(session, account)
+    row = next((k for k in keys if k.id == key_id), None)
+    if row is None:
+        raise NotFound(f"no API key {key_id!r}")
+    if len(keys) == 1:
+        raise Conflict("cannot revoke the account's last API key: create another one first")
+    session.delete(row)
 
 
 def authenticate(session: Session, api_key: str | None) -> Account:

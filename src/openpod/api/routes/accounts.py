@@ -48,6 +48,27 @@ async def update_me(body: schemas.AccountUpdate, state: State, key: Key) -> sche
     return await as_account(state, key, update)
 
 
+@router.get("/api-keys", tags=["api-keys"])
+async def list_api_keys(state: State, key: Key) -> list[schemas.ApiKeyOut]:
+    """The account's API keys: ids and hints only (a key is shown once, at creation)."""
+    rows = await as_account(state, key, accounts.list_api_keys, readonly=True)
+    return [schemas.ApiKeyOut(id=r.id, hint=r.hint, created_at=r.created_at) for r in rows]
+
+
+@router.post("/api-keys", tags=["api-keys"], status_code=status.HTTP_201_CREATED)
+async def create_api_key(state: State, key: Key) -> schemas.ApiKeyCreated:
+    """Another API key (shown once, stored hashed)."""
+    row, new = await as_account(state, key, accounts.issue_api_key)
+    return schemas.ApiKeyCreated(id=row.id, hint=row.hint, created_at=row.created_at, api_key=new)
+
+
+@router.delete("/api-keys/{key_id}", tags=["api-keys"], status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(key_id: str, state: State, key: Key) -> Response:
+    """Revoke a key at once (the account's last key cannot be revoked)."""
+    await as_account(state, key, lambda s, a: accounts.revoke_api_key(s, a, key_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 def _key_out(row: SSHKey) -> schemas.SSHKeyOut:
     return schemas.SSHKeyOut(
         id=row.id,
