@@ -7,7 +7,16 @@ import threading
 import pytest
 from sqlalchemy import inspect, select
 
-from openpod.adapters.store import Account, ApiKey, Database, GpuType, Node, Pod
+from openpod.adapters.store import (
+    Account,
+    ApiKey,
+    Database,
+    GpuAllocation,
+    GpuType,
+    Node,
+    Pod,
+    migrate,
+)
 from openpod.protocol import GpuInfo
 from openpod.services import accounts, catalog, pods, providers
 from openpod.services.errors import (
@@ -153,15 +162,36 @@ def test_another_users_pod_is_not_found(db: Database) -> None:
             action(s, other, pod.id)
 
 
+def _node_says(db: Database, node_id: str, pod_id: str, phase: str) -> None:
+    """What the node agent reports once it has carried out a stop or a removal."""
+    from openpod.protocol import PodReport
+    from openpod.services import node_channel
+
+    with db.transaction() as s:
+        pod = s.get(Pod, pod_id)
+        assert pod is not None
+        report = PodReport(pod_id=pod_id, generation=pod.generation, phase=phase)
+        node_channel.apply_report(s, node_id, report)
+
+
+def _held(db: Database) -> list[tuple[int, str]]:
+    with db.transaction(readonly=True) as s:
+        rows = s.execute(select(GpuAllocation.gpu_index, GpuAllocation.pod_id))
+        return sorted((index, pod_id) for index, pod_id in rows)
+
+
 def test_lifecycle_stop_releases_gpus_and_resume_returns_to_the_node(db: Database) -> None:
     user_id, node_id = _setup(db, count=2)
     with db.transaction() as s:
         user = s.get(Account, user_id)
         assert user is not None
         pod = pods.create_pod(s, user, _request(gpu_count=2))
+    assert _held(db) == [(0, pod.id), (1, pod.id)]
     with db.transaction() as s:
         assert pods.stop_pod(s, user, pod.id).status == "STOPPING"
-        s.get(Pod, pod.id).status = "STOPPED"  # type: ignore[union-attr]
+    assert len(_held(db)) == 2  # held until the node confirms the stop
+    _node_says(db, node_id, pod.id, "stopped")
+    assert _held(db) == []
     with db.transaction() as s:  # someone else takes the GPUs
         other, _ = accounts.create_account(s, "bob")
         taker = pods.create_pod(s, other, _request(gpu_count=1))
@@ -173,12 +203,18 @@ def test_lifecycle_stop_releases_gpus_and_resume_returns_to_the_node(db: Databas
     with db.transaction() as s:
         assert s.get(Pod, pod.id).status == "STOPPED"  # type: ignore[union-attr]
         pods.terminate_pod(s, other, taker.id)
-        s.get(Pod, taker.id).status = "TERMINATED"  # type: ignore[union-attr]
+    _node_says(db, node_id, taker.id, "absent")
+    assert _held(db) == []
     with db.transaction() as s:
         resumed = pods.resume_pod(s, user, pod.id)
         assert (resumed.status, resumed.node_id, resumed.generation) == ("STARTING", node_id, 2)
+    assert _held(db) == [(0, pod.id), (1, pod.id)]  # its old GPUs again, as preferred
+    with db.transaction() as s:
+        pods.terminate_pod(s, user, pod.id)
+    assert len(_held(db)) == 2  # held until the node confirms the removal
+    _node_says(db, node_id, pod.id, "absent")
+    assert _held(db) == []
     with db.transaction() as s, pytest.raises(Conflict, match="cannot resume"):
-        s.get(Pod, pod.id).status = "TERMINATED"  # type: ignore[union-attr]
         pods.resume_pod(s, user, pod.id)
 
 
@@ -269,3 +305,25 @@ def test_migrations_and_models_describe_the_same_schema(db: Database) -> None:
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_migration_0004_backfills_allocations_of_pods_holding_gpus(db_url: str) -> None:
+    migrate(db_url, "0003")
+    database = Database(db_url)
+    try:
+        with database.transaction() as s:
+            owner, _ = accounts.create_account(s, "p")
+            provider = providers.become_provider(s, owner, "0x" + "ab" * 20)
+            node = Node(id="node_1", provider_id=provider.id, name="n", token_hash="h" * 64,
+                        gpus=[{"index": i, "type": "NVIDIA H200"} for i in range(4)])  # fmt: skip
+            s.add(node)
+            s.flush()
+            for pod_id, status, indices in [("running1", "RUNNING", [0, 2]),
+                                             ("stopped1", "STOPPED", [1])]:  # fmt: skip
+                s.add(Pod(id=pod_id, account_id=owner.id, node_id=node.id, name="x", image="i",
+                          gpu_type_id="NVIDIA H200", gpu_count=len(indices), gpu_indices=indices,
+                          rate_per_second=1, desired_status="RUNNING", status=status))  # fmt: skip
+        migrate(db_url)
+        assert _held(database) == [(0, "running1"), (2, "running1")]
+    finally:
+        database.dispose()

@@ -26,12 +26,17 @@ class AppState:
     hub: NodeHub
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """Async on purpose: FastAPI runs a plain `def` dependency on a worker thread."""
+    return state_of(request)
+
+
+def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.openpod
     return state
 
 
-def bearer(
+async def bearer(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:
     return credentials.credentials if credentials else None

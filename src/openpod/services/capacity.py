@@ -1,26 +1,33 @@
-"""Which GPUs of which nodes are taken, and by whom: derived from pods, never stored twice."""
+"""Which GPUs of which nodes are taken, and by which pod.
+
+A pod holds its GPUs, as rows of `gpu_allocations`, from the moment it is placed until it
+leaves the statuses that hold GPUs (stopped, failed, terminated): `allocate` and `release` are
+called only from the pod use cases' placement and status transitions. The table's primary key
+(node, GPU index) makes double-booking impossible whatever the locking.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from openpod.adapters.store import Node, Pod
-from openpod.domain.lifecycle import HOLDS_GPUS
+from openpod.adapters.store import GpuAllocation, Node, Pod
 
 
-def used_indices(session: Session, node_id: str, *, except_pod: str | None = None) -> set[int]:
-    """GPU indices held on a node by pods that hold GPUs (pending, starting, running, stopping)."""
-    query = select(Pod.id, Pod.gpu_indices).where(
-        Pod.node_id == node_id, Pod.status.in_([s.value for s in HOLDS_GPUS])
-    )
-    used: set[int] = set()
-    for pod_id, indices in session.execute(query):
-        if pod_id != except_pod:
-            used.update(int(i) for i in indices)
-    return used
+def allocate(session: Session, pod: Pod, node_id: str, indices: Iterable[int]) -> None:
+    for index in indices:
+        session.add(GpuAllocation(node_id=node_id, gpu_index=index, pod=pod))
+
+
+def release(session: Session, pod: Pod) -> None:
+    session.execute(delete(GpuAllocation).where(GpuAllocation.pod_id == pod.id))
+
+
+def used_indices(session: Session, node_id: str) -> set[int]:
+    query = select(GpuAllocation.gpu_index).where(GpuAllocation.node_id == node_id)
+    return set(session.scalars(query))
 
 
 def free_indices(session: Session, node: Node, gpu_type_id: str) -> list[int]:
@@ -33,13 +40,18 @@ def free_indices(session: Session, node: Node, gpu_type_id: str) -> list[int]:
 
 
 def counts_by_type(session: Session, nodes: Iterable[Node]) -> dict[str, tuple[int, int]]:
-    """GPU type → (free, total) over online nodes."""
+    """GPU type → (free, total) over online nodes, in one query for all of them."""
+    online = [node for node in nodes if node.online]
+    used: set[tuple[str, int]] = set()
+    if online:
+        query = select(GpuAllocation.node_id, GpuAllocation.gpu_index).where(
+            GpuAllocation.node_id.in_([node.id for node in online])
+        )
+        used = {(node_id, index) for node_id, index in session.execute(query)}
     counts: dict[str, tuple[int, int]] = {}
-    for node in nodes:
-        if not node.online:
-            continue
-        used = used_indices(session, node.id)
+    for node in online:
         for gpu in node.gpus:
             free, total = counts.get(gpu["type"], (0, 0))
-            counts[gpu["type"]] = (free + (int(gpu["index"]) not in used), total + 1)
+            taken = (node.id, int(gpu["index"])) in used
+            counts[gpu["type"]] = (free + (not taken), total + 1)
     return counts

@@ -10,17 +10,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from openpod.adapters.store import Account, GpuType, Node, Pod
 from openpod.adapters.store.models import utcnow
 from openpod.domain import ids
 from openpod.domain.env import validate_env
 from openpod.domain.errors import DomainError, InvalidTransition
-from openpod.domain.lifecycle import DesiredStatus, PodEvent, PodStatus, can, next_status
+from openpod.domain.lifecycle import (
+    HOLDS_GPUS,
+    DesiredStatus,
+    PodEvent,
+    PodStatus,
+    can,
+    next_status,
+)
 from openpod.domain.ports import parse_ports
 from openpod.domain.sshkeys import parse_public_key
-from openpod.services import scheduler
+from openpod.services import capacity, scheduler
 from openpod.services.errors import Conflict, InvalidInput, NoCapacity, NotFound
 
 MAX_GPUS_PER_POD = 16
@@ -103,15 +110,16 @@ def create_pod(session: Session, account: Account, req: PodRequest) -> Pod:
         ready_ports=[],
         gpu_indices=[],
     )
-    _assign(pod, placement)
     session.add(pod)
+    _assign(session, pod, placement)
     session.flush()
     return pod
 
 
-def _assign(pod: Pod, placement: scheduler.Placement) -> None:
+def _assign(session: Session, pod: Pod, placement: scheduler.Placement) -> None:
     pod.node_id = placement.node.id
     pod.gpu_indices = placement.gpu_indices
+    capacity.allocate(session, pod, placement.node.id, placement.gpu_indices)
     pod.public_host = placement.node.public_host
     pod.generation += 1
     pod.last_started_at = utcnow()
@@ -127,9 +135,17 @@ def _clear_run(pod: Pod) -> None:
 
 
 def transition(pod: Pod, event: PodEvent, reason: str | None = None) -> None:
-    pod.status = next_status(PodStatus(pod.status), event).value
+    """Move the pod along one edge of the lifecycle table; leaving the statuses that hold
+    GPUs releases them."""
+    before = PodStatus(pod.status)
+    after = next_status(before, event)
+    pod.status = after.value
     if reason is not None:
         pod.status_reason = reason
+    if before in HOLDS_GPUS and after not in HOLDS_GPUS:
+        session = object_session(pod)
+        assert session is not None, "a pod changes status inside a transaction"
+        capacity.release(session, pod)
 
 
 def get_pod(session: Session, account: Account, pod_id: str, *, lock: bool = False) -> Pod:
@@ -180,7 +196,7 @@ def resume_pod(session: Session, account: Account, pod_id: str) -> Pod:
     transition(pod, PodEvent.RESUME)
     pod.rate_per_second = gpu_type.rate_per_second
     pod.desired_status = DesiredStatus.RUNNING.value
-    _assign(pod, placement)
+    _assign(session, pod, placement)
     return pod
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -168,3 +168,15 @@ class Pod(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_started_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class GpuAllocation(Base):
+    """One GPU of a node held by one pod. The primary key makes double-booking impossible."""
+
+    __tablename__ = "gpu_allocations"
+
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    gpu_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pod_id: Mapped[str] = mapped_column(ForeignKey("pods.id"), index=True)
+    # Declared so that a unit of work inserts the pod before its allocations.
+    pod: Mapped[Pod] = relationship()

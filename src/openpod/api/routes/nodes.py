@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Account, Node
 from openpod.api import schemas
-from openpod.api.deps import Key, State, app_state, as_account
+from openpod.api.deps import Key, State, as_account, state_of
 from openpod.protocol import Hello, node_message
 from openpod.services import capacity, providers
 from openpod.services.errors import ServiceError
@@ -68,7 +68,7 @@ async def list_nodes(state: State, key: Key) -> list[schemas.NodeOut]:
 @router.websocket("/nodes/connect")
 async def node_channel(websocket: WebSocket) -> None:
     """The node agent's channel: `hello`, then `pod_status` reports; we send `sync` and `pod`."""
-    state = app_state(websocket)  # type: ignore[arg-type]
+    state = state_of(websocket)  # type: ignore[arg-type]
     header = websocket.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
     try:
