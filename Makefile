@@ -33,13 +33,15 @@ bench: deps
 
 deps: system-deps $(STAMP)
 
-# Debian packages the platform and its tests run for real (sshd in pods, PostgreSQL for the
-# store tests, busybox and dash to run the boot script in several shells). Installed only when
+# Debian packages the platform and its tests run for real (sshd in pods, bubblewrap to isolate
+# them, PostgreSQL for the store tests, busybox and dash to run the boot script in several
+# shells). Installed only when
 # absent; needs root (as on the dev and CI machines).
 system-deps:
 	@missing=""; \
 	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	command -v busybox >/dev/null 2>&1 || missing="$$missing busybox"; \
 	command -v dash >/dev/null 2>&1 || missing="$$missing dash"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

@@ -21,9 +21,10 @@ def client_key(tmp_path: Path) -> Path:
     return key
 
 
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "root")
+@pytest.fixture(params=["bubblewrap", "namespaces"])
+def runtime(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalRuntime]:
+    """Both ways the local runtime isolates a pod: bwrap where installed, plain mounts else."""
+    rt = LocalRuntime(tmp_path / "root", bubblewrap=request.param == "bubblewrap")
     try:
         yield rt
     finally:

@@ -69,14 +69,21 @@ def leader(rt: LocalRuntime, pod_id: str) -> tuple[int, str]:
 
 
 def leaders_of(rt: LocalRuntime, pod_id: str) -> list[int]:
-    """Host processes started for this pod (their argv names the pod's boot dir)."""
+    """Leaders started for this pod: processes of the host's PID namespace whose argv names
+    the pod's boot dir (inside the pod's own namespace, bwrap's argv names it too)."""
     boot = str(rt.root_dir / "pods" / pod_id / "run" / "boot").encode()
+    host_ns = os.readlink("/proc/self/ns/pid")
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if boot in cmdline.read().split(b"\0") and _proc_state(entry) != "Z":
-                    found.append(int(entry))
+                named = boot in cmdline.read().split(b"\0")
+            if (
+                named
+                and _proc_state(entry) != "Z"
+                and os.readlink(f"/proc/{entry}/ns/pid") == host_ns
+            ):
+                found.append(int(entry))
         except OSError:
             continue
     return found
@@ -323,3 +330,29 @@ def test_ready_pods_are_not_probed_on_every_look(
     assert len(probes) == 1
     runtime.stop("pod1", 5)
     assert runtime.observe("pod1").phase is PodPhase.STOPPED
+
+
+def test_the_pods_view_of_the_host(
+    runtime: LocalRuntime, make_launch: Callable[..., PodLaunch], client_key: Path, tmp_path: Path
+) -> None:
+    """Own hostname, /tmp and processes in both modes; with bubblewrap, a read-only host."""
+    runtime.start(make_launch())
+    obs = wait_phase(runtime, "pod1", RUNNING)
+    marker = f"openpod-view-{tmp_path.name}"
+    # Without bubblewrap the host's filesystem is writable from the pod: never probe it then.
+    probe = "touch /usr/openpod-probe 2>&1 || true" if runtime.bubblewrap else "echo skipped"
+    out = ssh_run(
+        client_key,
+        obs,
+        f"hostname; touch /tmp/{marker} && echo tmp-ok; ps -e -o comm= | wc -l; "
+        f"{probe}; touch /workspace/w && echo ws-ok",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "pod1"
+    assert lines[1] == "tmp-ok"
+    assert not Path(f"/tmp/{marker}").exists()  # the pod's /tmp is its own
+    assert int(lines[2]) < 12  # its own processes only: the host has far more
+    assert lines[-1] == "ws-ok"
+    if runtime.bubblewrap:
+        assert "Read-only file system" in lines[3]
+        assert not Path("/usr/openpod-probe").exists()

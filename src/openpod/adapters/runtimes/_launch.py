@@ -28,6 +28,10 @@ exec /bin/sh /run/openpod/boot.sh "$@"
 """
 
 
+# Fresh tmpfs mounts of the pod's own (bwrap): nothing is shared with the host's.
+_POD_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108
+
+
 def pod_passwd(host_passwd: str, user_name: str) -> str:
     """/etc/passwd as the pod sees it: the running user's home directory is /workspace."""
     lines = []
@@ -41,17 +45,46 @@ def pod_passwd(host_passwd: str, user_name: str) -> str:
 
 
 def unshare_argv(
-    tools: dict[str, str], paths: PodPaths, passwd: str, command: Sequence[str]
+    tools: dict[str, str], paths: PodPaths, passwd: str, command: Sequence[str], pod_id: str
 ) -> list[str]:
     """New PID, mount, IPC and UTS namespaces (mounts private, fresh /proc, a private /tmp,
     the pod id as hostname); --kill-child: when the unshare process dies, so does the
-    namespace's init, and with it the whole namespace."""
-    return [
+    namespace's init, and with it the whole namespace.
+
+    Inside, bubblewrap (where installed) builds the pod's view of the filesystem; without
+    it a small sh script makes the same mounts, less the read-only host."""
+    leader = [
         tools["unshare"], "--pid", "--fork", "--kill-child", "--mount-proc", "--mount",
-        "--ipc", "--uts",
-        "--propagation", "private", "--", tools["sh"], "-c", _SETUP, "openpod-setup",
+        "--ipc", "--uts", "--propagation", "private", "--",
+    ]  # fmt: skip
+    if "bwrap" in tools:
+        return [*leader, *bwrap_argv(tools["bwrap"], paths, passwd, pod_id), *command]
+    return [
+        *leader, tools["sh"], "-c", _SETUP, "openpod-setup",
         tools["mount"], str(paths.boot), str(paths.workspace), passwd, *command,
     ]  # fmt: skip
+
+
+def bwrap_argv(bwrap: str, paths: PodPaths, passwd: str, pod_id: str) -> list[str]:
+    """bubblewrap as PID 1 of the pod's namespaces, running the boot script.
+
+    The host's filesystem is read-only in the pod; writable are /workspace (the pod's own,
+    kept across runs), fresh tmpfs /tmp, /var/tmp, /run and /dev/shm, and the devices
+    (GPUs). bwrap stays the parent of the boot script and exits with its status, so the
+    workload's exit code reaches the runtime as without it.
+    """
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc"]
+    for scratch in _POD_SCRATCH:
+        argv += ["--perms", "1777", "--tmpfs", scratch]
+    argv += [
+        "--tmpfs", "/run",
+        "--bind", str(paths.boot), POD_RUN_DIR,
+        "--bind", str(paths.workspace), "/workspace",
+    ]  # fmt: skip
+    if passwd:
+        argv += ["--ro-bind", passwd, "/etc/passwd"]
+    argv += ["--unshare-uts", "--hostname", pod_id, "--chdir", "/workspace", "--"]
+    return [*argv, "/bin/sh", f"{POD_RUN_DIR}/boot.sh"]
 
 
 def pod_env(launch: PodLaunch, ports: dict[int, int], bind_host: str) -> dict[str, str]:

@@ -1,20 +1,20 @@
-"""The local runtime: a pod is a process tree on this host, in its own PID + mount namespace.
+"""The local runtime: a pod is a process tree on this host, in namespaces of its own.
 
-Each run is `unshare --pid --fork --kill-child --mount-proc --mount` (util-linux), started
-in a new session so it outlives an agent restart. Inside the private mount namespace the
-pod's workspace is bound at /workspace and the pod's boot dir at /run/openpod, and a
-pod-private copy of /etc/passwd in which the running user's home is /workspace is bound
-over /etc/passwd (sshd logins chdir to the passwd home and read ~/.ssh there, so they land
-in /workspace with HOME=/workspace, like the workload). The host therefore gets two empty mountpoint
-directories, /workspace and /run/openpod, created if absent; the bind mounts themselves
-never leave the pod's namespace. The boot script (boot.sh) then starts the real OpenSSH
-sshd on the pod's SSH host port and execs the workload.
+Each run is `unshare --pid --fork --kill-child --mount-proc --mount --ipc --uts` (util-linux),
+started in a new session so that it outlives an agent restart. The unshare process is the
+pod's leader: when it dies the kernel tears the whole PID namespace down, which is what stop
+and adoption rely on (a process-group kill alone would miss SSH sessions, which call setsid).
 
-Why unshare and not bubblewrap: bwrap would add a private /tmp and uts/ipc namespaces, but
-its own PID 1 reaper stands between us and the workload (the exit code and the "init
-without a SIGTERM handler" rule of stop would have to go through it) and its
---die-with-parent ties the pod to the agent. unshare keeps one well-known leader pid per
-pod whose namespace the kernel tears down as a whole; that is what stop/adopt rely on.
+Inside, bubblewrap (where installed; `bubblewrap=None`) runs as the namespace's PID 1 and
+builds the pod's view: the host's filesystem read-only, the pod's workspace at /workspace,
+its boot dir at /run/openpod, fresh tmpfs /tmp, /var/tmp, /run and /dev/shm, a pod-private
+/etc/passwd in which the running user's home is /workspace (sshd logins chdir to the passwd
+home and read ~/.ssh there, so they land in /workspace with HOME=/workspace, like the
+workload), and the pod id as hostname. Without bubblewrap a small sh script makes the same
+mounts (less the read-only host, /var/tmp, /run and /dev/shm) before it execs the boot script.
+bwrap stays the parent of the boot script and exits with its status, so exit codes and stop
+work the same either way. The host gets two empty mountpoint directories, /workspace and
+/run/openpod, created if absent; the mounts themselves never leave the pod's namespace.
 
 No network namespace: the workload shares the host's network and must bind the host port
 given in OPENPOD_TCP_PORT_<container port> (bound on bind_host). Requires root.
@@ -88,11 +88,15 @@ class LocalRuntime:
         *,
         probe_timeout: float = 0.2,
         replace_grace_seconds: float = 10.0,
+        bubblewrap: bool | None = None,
     ) -> None:
+        """`bubblewrap`: None uses bwrap where it is installed, True requires it, False
+        never uses it (the same namespaces, but the host's filesystem stays writable)."""
         self.root_dir = Path(root_dir).resolve()
         self.bind_host = bind_host
         self.probe_timeout = probe_timeout
         self.replace_grace_seconds = replace_grace_seconds
+        self.bubblewrap = bubblewrap
         self._probe_host = readiness.probe_host(bind_host)
         # (pod id, generation) -> (when, ready ports) of the last probe that found all ready
         self._ready: dict[tuple[str, int], tuple[float, tuple[int, ...]]] = {}
@@ -195,7 +199,10 @@ class LocalRuntime:
     def _check_host(self) -> dict[str, str]:
         if os.geteuid() != 0:
             raise PodStartError("the local runtime must run as root (it uses PID/mount namespaces)")
-        tools = {name: shutil.which(name) for name in ("unshare", "mount", "sh")}
+        names = ["unshare", "mount", "sh"]
+        if self.bubblewrap is not False and (self.bubblewrap or shutil.which("bwrap")):
+            names.append("bwrap")
+        tools = {name: shutil.which(name) for name in names}
         missing = [name for name, path in tools.items() if path is None]
         if missing:
             raise PodStartError(f"the local runtime needs {', '.join(missing)} on the host")
@@ -212,7 +219,7 @@ class LocalRuntime:
             write_atomic(passwd_file, pod_passwd(Path("/etc/passwd").read_text(), self._user_name))
             passwd_file.chmod(0o644)
             passwd = str(passwd_file)
-        argv = unshare_argv(tools, paths, passwd, launch.command)
+        argv = unshare_argv(tools, paths, passwd, launch.command, launch.pod_id)
         with (
             open(paths.run / "stdout.log", "wb") as out,
             open(paths.run / "stderr.log", "wb") as err,
