@@ -42,6 +42,8 @@ system-deps:
 	command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
 	command -v busybox >/dev/null 2>&1 || missing="$$missing busybox"; \
 	command -v dash >/dev/null 2>&1 || missing="$$missing dash"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

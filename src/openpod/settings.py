@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,9 +25,38 @@ class ServerSettings(BaseSettings):
     open_signup: bool = True  # POST /accounts without an admin (on for the embedded default)
     token_decimals: int = 18  # for display of prices only; money is integers of base units
     wait_max_seconds: float = 60.0  # longest server-side wait of GET /pods/{id}/wait
+    # Edge proxy: pods' HTTP ports at {scheme}://{pod}-{port}.{proxy_domain}[:proxy_port]
+    proxy_domain: str = "proxy.localhost"
+    proxy_scheme: str = "http"
+    proxy_port: int | None = 8480  # the edge's public port (None: the scheme's default)
+    edge_state_dir: Path | None = None  # where `openpod edge` keeps HAProxy's files; None: no edge
+    # SSH gateway: `ssh -J openpod@{gateway_host}:{gateway_port} root@POD`
+    gateway_host: str | None = None  # public address of `openpod gateway`; None: no gateway
+    gateway_port: int = 2222
+    gateway_host_key_file: Path | None = None  # its public host key, shown to clients to pin
+    edge_secret_file: Path | None = None
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openpod.db'}"
+
+    def edge_secret(self) -> bytes:
+        """The key private pods' access tokens derive from: a 0600 file in data_dir, made
+        once (OPENPOD_EDGE_SECRET_FILE moves it). Written whole, then linked into place, so
+        two processes starting at once agree on one key."""
+        path = self.edge_secret_file or self.data_dir / "edge-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                tmp.unlink()
+        return bytes.fromhex(path.read_text().strip())
 
 
 class NodeSettings(BaseSettings):

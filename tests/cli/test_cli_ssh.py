@@ -29,6 +29,8 @@ def test_ssh_info_json(cli: Any, fake_api: Any, make_pod: Any) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
         "ssh_command": "ssh root@127.0.0.1 -p 40123",
+        "gateway_command": None,
+        "direct_command": "ssh root@127.0.0.1 -p 40123",
         "host": "127.0.0.1",
         "port": 40123,
         "user": "root",
@@ -182,3 +184,47 @@ def test_ssh_unknown_pod_exits_3(cli: Any, fake_api: Any) -> None:
     fake_api.error("GET", "/pods/nope", 404, "pod nope not found")
     result = cli("ssh", "nope")
     assert (result.exit_code, result.stderr) == (3, "error: pod nope not found\n")
+
+
+GATEWAY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGatewayGatewayGatewayGatewayGatewayGatew"
+
+
+def _gateway_pod(make_pod: Any) -> Any:
+    pod = make_pod()
+    pod["ssh"]["gatewayCommand"] = f"ssh -J openpod@gw.example:2222 root@{POD_ID}"
+    pod["ssh"]["gateway"] = {
+        "host": "gw.example", "port": 2222, "user": "openpod", "hostKey": GATEWAY_KEY,
+    }  # fmt: skip
+    return pod
+
+
+def test_ssh_info_shows_the_gateway_command_first(cli: Any, fake_api: Any, make_pod: Any) -> None:
+    fake_api.on("GET", f"/pods/{POD_ID}", _gateway_pod(make_pod))
+    result = cli("ssh", "info", POD_ID, "--json")
+    info = json.loads(result.stdout)
+    assert info["ssh_command"] == f"ssh -J openpod@gw.example:2222 root@{POD_ID}"
+    assert info["direct_command"] == "ssh root@127.0.0.1 -p 40123"
+    human = cli("ssh", "info", POD_ID).stdout.splitlines()
+    assert human[0].startswith(f"ssh -J openpod@gw.example:2222 root@{POD_ID}")
+    assert human[1].startswith("ssh root@127.0.0.1 -p 40123")
+
+
+def test_ssh_through_the_gateway_pins_both_host_keys(make_pod: Any, config_dir: Path) -> None:
+    from openpod.cli.ssh import SshTarget, prepare_ssh
+
+    target = SshTarget.from_pod(_gateway_pod(make_pod))
+    assert target is not None
+    argv = prepare_ssh(target, ["-i", "/k/id", "-L", "8888:localhost:8888", "nvidia-smi"])
+    known = config_dir / "known_hosts"
+    lines = known.read_text().splitlines()
+    assert f"{POD_ID} {HOST_KEY}" in lines  # the pod by its id: the name ssh is given
+    assert f"[gw.example]:2222 {GATEWAY_KEY}" in lines
+    proxy = argv[2].removeprefix("ProxyCommand=")
+    assert argv[:2] == ["ssh", "-o"]
+    assert proxy == (
+        f"ssh -p 2222 -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+        "-i /k/id -W %h:%p openpod@gw.example"
+    )
+    assert argv[-4:] == ["-L", "8888:localhost:8888", f"root@{POD_ID}", "nvidia-smi"]
+    direct = prepare_ssh(target, [], direct=True)
+    assert direct[-1] == "root@127.0.0.1"

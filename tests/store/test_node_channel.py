@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from openpod.adapters.store import Account, Database, Pod
+from sqlalchemy import select
+
+from openpod.adapters.store import Account, Database, Pod, SSHKey
 from openpod.protocol import PodReport
 from openpod.services import accounts, node_channel, pods, providers
 from openpod.services.node_channel import ReportOutcome
@@ -16,7 +18,8 @@ def _pod(db: Database, **kw: Any) -> tuple[str, str]:
     with db.transaction() as s:
         user = s.get(Account, user_id)
         assert user is not None
-        accounts.add_ssh_key(s, user, ED25519, None)
+        if not s.scalars(select(SSHKey)).first():  # one key belongs to one account only
+            accounts.add_ssh_key(s, user, ED25519, None)
         pod = pods.create_pod(s, user, _request(**kw))
         assert pod.node_id is not None  # with several nodes, the scheduler picks
         return pod.id, pod.node_id

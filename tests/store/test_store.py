@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import inspect, select
 
 from openpod.adapters.store import (
@@ -318,11 +321,22 @@ def test_migration_0004_backfills_allocations_of_pods_holding_gpus(db_url: str) 
                         gpus=[{"index": i, "type": "NVIDIA H200"} for i in range(4)])  # fmt: skip
             s.add(node)
             s.flush()
+            # Pods as the schema of revision 0003 has them (the model has grown since).
+            old_pods = sa.table("pods", *(sa.column(c) for c in (
+                "id", "account_id", "node_id", "name", "image", "gpu_type_id", "gpu_count",
+                "gpu_indices", "ports", "env", "command", "rate_per_second", "desired_status",
+                "status", "generation", "revision", "port_mappings", "ready_ports", "ssh_ready",
+                "ssh_available", "created_at", "updated_at")))  # fmt: skip
             for pod_id, status, indices in [("running1", "RUNNING", [0, 2]),
                                              ("stopped1", "STOPPED", [1])]:  # fmt: skip
-                s.add(Pod(id=pod_id, account_id=owner.id, node_id=node.id, name="x", image="i",
-                          gpu_type_id="NVIDIA H200", gpu_count=len(indices), gpu_indices=indices,
-                          rate_per_second=1, desired_status="RUNNING", status=status))  # fmt: skip
+                s.execute(old_pods.insert().values(
+                    id=pod_id, account_id=owner.id, node_id=node.id, name="x", image="i",
+                    gpu_type_id="NVIDIA H200", gpu_count=len(indices),
+                    gpu_indices=json.dumps(indices), ports="[]", env="{}", command="[]",
+                    rate_per_second="1", desired_status="RUNNING", status=status, generation=1,
+                    revision=1, port_mappings="{}", ready_ports="[]", ssh_ready=False,
+                    ssh_available=True, created_at=datetime.now(UTC),
+                    updated_at=datetime.now(UTC)))  # fmt: skip
         migrate(db_url)
         assert _held(database) == [(0, "running1"), (2, "running1")]
     finally:

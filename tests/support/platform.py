@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.net import free_port, wait_until
+from tests.support.net import free_port, port_open, wait_until
 
 
 class Proc:
@@ -56,7 +56,9 @@ class Proc:
 
 
 class ControlPlane(Proc):
-    def __init__(self, root: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, root: Path, database_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
@@ -70,7 +72,7 @@ class ControlPlane(Proc):
         ]
         if database_url:
             args += ["--database-url", database_url]
-        super().__init__(args, root / "server.log")
+        super().__init__(args, root / "server.log", env)
 
     def start(self) -> None:
         super().start()
@@ -145,3 +147,43 @@ def wait_node_online(provider: Api, node_id: str, timeout: float = 30) -> None:
         return any(n["id"] == node_id and n["online"] for n in nodes)
 
     wait_until(online, timeout, f"node {node_id} to come online", step=0.05)
+
+
+class EdgeProc(Proc):
+    """`openpod edge`: HAProxy supervised, its files under the plane's data dir."""
+
+    def __init__(self, root: Path, idle_timeout: float = 3600.0) -> None:
+        self.port = free_port()
+        self.state_dir = root / "edge"
+        super().__init__(
+            ["edge", "--data-dir", str(root), "--port", str(self.port),
+             "--idle-timeout", str(idle_timeout), "--log-level", "warning"],
+            root / "edge.log",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: port_open(self.port), 30, "the edge to listen", step=0.05)
+
+    def haproxy_pid(self) -> int:
+        return int((self.state_dir / "haproxy.pid").read_text())
+
+
+class GatewayProc(Proc):
+    """`openpod gateway` over the plane's database."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.host_key = root / "gateway_host_key"
+        super().__init__(
+            ["gateway", "--data-dir", str(root), "--port", str(self.port),
+             "--host-key", str(self.host_key), "--log-level", "warning"],
+            root / "gateway.log",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        super().start()
+        wait_until(lambda: port_open(self.port), 30, "the gateway to listen", step=0.05)
+
+    def public_key(self) -> str:
+        return self.host_key.with_name(self.host_key.name + ".pub").read_text().strip()

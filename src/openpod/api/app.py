@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,15 +11,56 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from openpod import __version__
-from openpod.adapters.store import Database, migrate
+from openpod.adapters.edge import EdgeError, EdgeProxy, EdgeSettings, Route
+from openpod.adapters.store import Database, StoreError, migrate
 from openpod.api import errors
 from openpod.api.deps import AppState
 from openpod.api.routes import accounts, gpus, nodes, pods
 from openpod.services import providers
+from openpod.services.connect import ConnectSettings
+from openpod.services.edge_routes import EdgeRouter
 from openpod.services.hub import NodeHub
 from openpod.settings import ServerSettings
 
 log = logging.getLogger("openpod.api")
+EDGE_RECONCILE_SECONDS = 30.0
+
+
+def connect_settings(settings: ServerSettings) -> ConnectSettings:
+    host_key = None
+    if settings.gateway_host_key_file is not None and settings.gateway_host_key_file.exists():
+        host_key = settings.gateway_host_key_file.read_text().strip() or None
+    return ConnectSettings(
+        proxy_domain=settings.proxy_domain,
+        proxy_scheme=settings.proxy_scheme,
+        proxy_port=settings.proxy_port,
+        gateway_host=settings.gateway_host,
+        gateway_port=settings.gateway_port,
+        gateway_host_key=host_key,
+    )
+
+
+def edge_router(settings: ServerSettings, links: ConnectSettings) -> EdgeRouter | None:
+    """The edge's routes are programmed from here when `openpod edge` runs beside us."""
+    if settings.edge_state_dir is None:
+        return None
+    table = EdgeProxy(EdgeSettings(state_dir=settings.edge_state_dir, domain=links.proxy_domain))
+    return EdgeRouter(table, links, settings.edge_secret())
+
+
+async def _keep_edge_in_step(router: EdgeRouter, db: Database) -> None:
+    """Full reconcile at start-up and every EDGE_RECONCILE_SECONDS after (drift, restarts)."""
+
+    def load() -> dict[str, list[Route]]:
+        with db.transaction(readonly=True) as session:
+            return router.all_routes(session)
+
+    while True:
+        try:
+            await router.reconcile(await asyncio.to_thread(load))
+        except (EdgeError, StoreError) as error:  # the next round retries
+            log.warning("edge reconcile failed: %s", error)
+        await asyncio.sleep(EDGE_RECONCILE_SECONDS)
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -30,9 +73,22 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         db = Database(url)
         with db.transaction() as session:  # nobody is connected yet: every node is offline
             providers.mark_all_offline(session)
-        app.state.openpod = AppState(settings=settings, db=db, hub=NodeHub(db))
+        links = connect_settings(settings)
+        router = edge_router(settings, links)
+        app.state.openpod = AppState(
+            settings=settings,
+            db=db,
+            hub=NodeHub(db, links, router),
+            links=links,
+            edge_secret=settings.edge_secret(),
+        )
+        keeper = asyncio.create_task(_keep_edge_in_step(router, db)) if router else None
         log.info("openpod control plane %s on %s", __version__, db.dialect)
         yield
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         db.dispose()
 
     app = FastAPI(

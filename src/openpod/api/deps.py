@@ -10,8 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from openpod.adapters.store import Account, Database
+from openpod.adapters.store import Account, Database, Pod
+from openpod.api.schemas import PodOut, pod_out
 from openpod.services import accounts
+from openpod.services.connect import ConnectSettings
 from openpod.services.hub import NodeHub
 from openpod.settings import ServerSettings
 
@@ -24,6 +26,11 @@ class AppState:
     settings: ServerSettings
     db: Database
     hub: NodeHub
+    links: ConnectSettings
+    edge_secret: bytes
+
+    def pod_out(self, pod: Pod) -> PodOut:
+        return pod_out(pod, self.settings.token_decimals, self.links)
 
 
 async def app_state(request: Request) -> AppState:

@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from openpod.adapters.store import Pod
 from openpod.domain import money
+from openpod.services import connect
 
 
 class Wire(BaseModel):
@@ -137,14 +138,32 @@ class PodCreate(Wire):
     env: dict[str, str] = Field(default_factory=dict)
     docker_start_cmd: list[str] = Field(default_factory=list)
     public_key: str | None = None
+    private: bool = False  # its URLs then require the pod's access token
 
 
-class SSHInfo(Wire):
-    command: str
+class GatewayInfo(Wire):
+    """The SSH gateway: `ssh -J {user}@{host}:{port} root@POD` reaches any pod you own."""
+
     host: str
     port: int
     user: str
     host_key: str | None
+
+
+class SSHInfo(Wire):
+    command: str  # straight to the pod's sshd
+    gateway_command: str | None  # through the SSH gateway (one port for all pods)
+    gateway: GatewayInfo | None
+    host: str
+    port: int
+    user: str
+    host_key: str | None
+
+
+class AccessToken(Wire):
+    token: str
+    header: str
+    cookie: str
 
 
 class PodOut(Wire):
@@ -166,27 +185,40 @@ class PodOut(Wire):
     ready_ports: list[int]
     ssh_available: bool
     ssh: SSHInfo | None
+    ssh_command: str | None  # the one to use: through the gateway where there is one
+    urls: dict[str, str]  # HTTP port -> its URL at the edge
+    ready_at: dict[str, str]  # port -> when it first answered in this run
+    private: bool
     cost_per_second: str
     price_per_hour: str
     created_at: datetime
     last_started_at: datetime | None
 
 
-def ssh_info(pod: Pod) -> SSHInfo | None:
-    port = pod.port_mappings.get("22")
-    if not (pod.status == "RUNNING" and pod.ssh_ready and port and pod.public_host):
+def ssh_info(pod: Pod, links: connect.ConnectSettings) -> SSHInfo | None:
+    command = connect.direct_command(pod)
+    if pod.status != "RUNNING" or command is None or pod.public_host is None:
         return None
-    user = pod.ssh_user or "root"
+    gateway = None
+    if links.gateway_host is not None:
+        gateway = GatewayInfo(
+            host=links.gateway_host,
+            port=links.gateway_port,
+            user=links.gateway_user,
+            host_key=links.gateway_host_key,
+        )
     return SSHInfo(
-        command=f"ssh {user}@{pod.public_host} -p {port}",
+        command=command,
+        gateway_command=connect.gateway_command(links, pod),
+        gateway=gateway,
         host=pod.public_host,
-        port=int(port),
-        user=user,
+        port=int(pod.port_mappings["22"]),
+        user=pod.ssh_user or "root",
         host_key=pod.ssh_host_key,
     )
 
 
-def pod_out(pod: Pod, decimals: int) -> PodOut:
+def pod_out(pod: Pod, decimals: int, links: connect.ConnectSettings) -> PodOut:
     rate = pod.rate_per_second * pod.gpu_count
     running = pod.status in ("STARTING", "RUNNING")
     return PodOut(
@@ -207,7 +239,11 @@ def pod_out(pod: Pod, decimals: int) -> PodOut:
         port_mappings={k: int(v) for k, v in pod.port_mappings.items()} if running else {},
         ready_ports=[int(p) for p in pod.ready_ports] if running else [],
         ssh_available=pod.ssh_available,
-        ssh=ssh_info(pod),
+        ssh=ssh_info(pod, links),
+        ssh_command=pod.ssh_command if running else None,
+        urls=dict(pod.http_urls) if running else {},
+        ready_at=dict(pod.ready_at) if running else {},
+        private=pod.private,
         cost_per_second=str(rate),
         price_per_hour=money.per_hour(rate, decimals),
         created_at=pod.created_at,

@@ -199,6 +199,14 @@ class ApiClient:
         """``DELETE /pods/{id}``."""
         return self._object("DELETE", f"/pods/{_seg(pod_id)}")
 
+    def ssh_gateway(self) -> Json:
+        """``GET /ssh-gateway``."""
+        return self._object("GET", "/ssh-gateway")
+
+    def access_token(self, pod_id: str) -> Json:
+        """``GET /pods/{id}/access-token``."""
+        return self._object("GET", f"/pods/{_seg(pod_id)}/access-token")
+
     def wait_pod(self, pod_id: str, status: str, timeout: int) -> Json:
         """``GET /pods/{id}/wait``: a server-side wait of at most ``timeout`` seconds.
 

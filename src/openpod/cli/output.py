@@ -109,10 +109,12 @@ def gpu_label(pod: Json) -> str:
 
 
 def ssh_command(pod: Json) -> str | None:
-    """The pod's SSH command, or ``None`` while there is none."""
+    """The pod's SSH command (through the gateway where there is one), or ``None``."""
     ssh = pod.get("ssh")
-    if isinstance(ssh, dict) and ssh.get("command"):
-        return str(ssh["command"])
+    if isinstance(ssh, dict):
+        for key in ("gatewayCommand", "command"):
+            if ssh.get(key):
+                return str(ssh[key])
     return None
 
 
@@ -157,6 +159,7 @@ def _port_lines(pod: Json) -> Iterator[str]:
     """One ``8888/http -> http://1.2.3.4:40124`` entry per exposed port."""
     mappings = pod.get("portMappings") or {}
     ready = {str(port) for port in pod.get("readyPorts") or []}
+    urls = pod.get("urls") or {}
     host = pod.get("publicIp")
     for spec in pod.get("ports") or []:
         port, _, proto = str(spec).partition("/")
@@ -164,7 +167,9 @@ def _port_lines(pod: Json) -> Iterator[str]:
         if public is None or not host:
             yield f"{spec}"
             continue
-        target = f"http://{host}:{public}" if proto == "http" else f"{host}:{public}"
+        target = f"{host}:{public}"
+        if proto == "http":
+            target = str(urls.get(port) or f"http://{host}:{public}")
         note = "" if port in ready else " (not ready)"
         yield f"{spec} -> {target}{note}"
 
@@ -188,6 +193,7 @@ def print_pod_summary(pod: Json) -> None:
         ("ports", ", ".join(_port_lines(pod)) or None),
         ("cost/s", pod.get("costPerSecond")),
         ("ssh", ssh_command(pod) or _no_ssh_note(pod)),
+        ("private", "yes: URLs need `openpod pod token`" if pod.get("private") else None),
     ]
     for label, value in fields:
         if value is None or value == "":

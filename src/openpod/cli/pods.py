@@ -140,6 +140,10 @@ def create(
         Path | None,
         typer.Option("--public-key-file", help="An SSH public key to add to this pod only."),
     ] = None,
+    private: Annotated[
+        bool,
+        typer.Option("--private", help="Its URLs require its access token (see `pod token`)."),
+    ] = False,
     wait: WaitOpt = True,
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
@@ -157,6 +161,8 @@ def create(
         body["ports"] = port_list
     if cmd is not None:
         body["dockerStartCmd"] = ["sh", "-c", cmd]
+    if private:
+        body["private"] = True
     if public_key_file is not None:
         try:
             body["publicKey"] = read_public_key(public_key_file)
@@ -167,6 +173,18 @@ def create(
         if wait:
             pod = wait_for_status(client, pod, "RUNNING", timeout)
     _show(pod, as_json)
+
+
+@app.command("token")
+@handle_api_errors
+def token(pod_id: PodArg, as_json: JsonOpt = False) -> None:
+    """Print a private pod's access token: send it as `Authorization: Bearer` or the cookie."""
+    with make_client() as client:
+        answer = client.access_token(pod_id)
+    if as_json:
+        print_json(answer)
+    else:
+        print_line(str(answer.get("token")))
 
 
 @app.command("list")

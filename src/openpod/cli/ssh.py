@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,16 @@ app = typer.Typer(
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """The SSH gateway: one port for all pods (``ssh -J user@host:port root@POD``)."""
+
+    host: str
+    port: int
+    user: str
+    host_key: str | None = None
+
+
+@dataclass(frozen=True)
 class SshTarget:
     """Where a pod's sshd listens, as the API reports it in ``pod.ssh``."""
 
@@ -62,6 +73,9 @@ class SshTarget:
     port: int
     command: str
     host_key: str | None = None
+    pod_id: str | None = None
+    gateway: Gateway | None = None
+    gateway_command: str | None = None
 
     @classmethod
     def from_pod(cls, pod: Json) -> SshTarget | None:
@@ -71,13 +85,28 @@ class SshTarget:
             return None
         user = str(ssh.get("user") or "root")
         host, port = str(ssh["host"]), int(ssh["port"])
+        gateway = None
+        gw: Any = ssh.get("gateway")
+        if isinstance(gw, dict) and gw.get("host") and gw.get("port"):
+            gateway = Gateway(
+                host=str(gw["host"]),
+                port=int(gw["port"]),
+                user=str(gw.get("user") or "openpod"),
+                host_key=str(gw["hostKey"]) if gw.get("hostKey") else None,
+            )
         return cls(
             user=user,
             host=host,
             port=port,
             command=str(ssh.get("command") or f"ssh {user}@{host} -p {port}"),
             host_key=str(ssh["hostKey"]) if ssh.get("hostKey") else None,
+            pod_id=str(pod["id"]) if pod.get("id") else None,
+            gateway=gateway,
+            gateway_command=str(ssh["gatewayCommand"]) if ssh.get("gatewayCommand") else None,
         )
+
+    def via_gateway(self) -> bool:
+        return self.gateway is not None and self.pod_id is not None
 
 
 def known_hosts_pattern(host: str, port: int) -> str:
@@ -151,9 +180,49 @@ def build_ssh_argv(
     return argv
 
 
-def prepare_ssh(target: SshTarget, extra: Sequence[str] = ()) -> list[str]:
-    """Pin the pod's host key (if known) and return the ssh argv for it."""
+def build_gateway_argv(
+    target: SshTarget, known_hosts: Path | None, extra: Sequence[str] = ()
+) -> list[str]:
+    """ssh through the gateway: ``-J`` done as a ProxyCommand, so that the jump hop gets the
+    same pinned known_hosts and identity options as the pod (``-J`` would not pass them)."""
+    assert target.gateway is not None
+    assert target.pod_id is not None
+    gateway = target.gateway
+    options, remote = split_ssh_args(extra)
+    pinning: list[str] = []
+    if known_hosts is not None:
+        pinning = [
+            "-o", f"UserKnownHostsFile={_ssh_config_value(str(known_hosts))}",
+            "-o", "StrictHostKeyChecking=yes",
+        ]  # fmt: skip
+    identities = [
+        f"-i {shlex.quote(options[i + 1])}"
+        for i, option in enumerate(options[:-1])
+        if option == "-i"
+    ]
+    jump = " ".join(
+        [
+            "ssh", "-p", str(gateway.port), *(shlex.quote(p) for p in pinning), *identities,
+            "-W", "%h:%p", shlex.quote(f"{gateway.user}@{gateway.host}"),
+        ]
+    )  # fmt: skip
+    argv = ["ssh", "-o", f"ProxyCommand={jump}", *pinning, *options]
+    return [*argv, f"{target.user}@{target.pod_id}", *remote]
+
+
+def prepare_ssh(target: SshTarget, extra: Sequence[str] = (), *, direct: bool = False) -> list[str]:
+    """Pin the host keys we know and return the ssh argv (through the gateway where there is
+    one, unless `direct`)."""
     known_hosts: Path | None = None
+    if target.via_gateway() and not direct:
+        assert target.gateway is not None
+        assert target.pod_id is not None
+        if target.host_key and target.gateway.host_key:
+            known_hosts = cfg.ensure_config_dir() / KNOWN_HOSTS_FILE
+            pin_host_key(known_hosts, target.pod_id, 22, target.host_key)
+            gateway = target.gateway
+            pin_host_key(known_hosts, gateway.host, gateway.port, str(gateway.host_key))
+        return build_gateway_argv(target, known_hosts, extra)
     if target.host_key:
         known_hosts = cfg.ensure_config_dir() / KNOWN_HOSTS_FILE
         pin_host_key(known_hosts, target.host, target.port, target.host_key)
@@ -169,7 +238,7 @@ def info(
     pod_id: PodArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Print the ssh command for a pod."""
+    """Print the ssh commands for a pod: through the gateway, and direct."""
     with make_client() as client:
         pod = client.get_pod(pod_id)
     target = SshTarget.from_pod(pod)
@@ -178,15 +247,46 @@ def info(
     if as_json:
         print_json(
             {
-                "ssh_command": target.command,
+                "ssh_command": target.gateway_command or target.command,
+                "gateway_command": target.gateway_command,
+                "direct_command": target.command,
                 "host": target.host,
                 "port": target.port,
                 "user": target.user,
                 "host_key": target.host_key,
             }
         )
+        return
+    if target.gateway_command:
+        print_line(f"{target.gateway_command}    # through the gateway, from anywhere")
+        print_line(f"{target.command}    # direct, where the pod's port is reachable")
     else:
         print_line(target.command)
+
+
+@app.command("config")
+@handle_api_errors
+def config(
+    write: Annotated[
+        bool, typer.Option("--write", help="Write it into ~/.ssh/config (else print it).")
+    ] = False,
+) -> None:
+    """An ~/.ssh/config block: then `ssh POD.openpod`, scp, sftp and rsync use the gateway."""
+    from openpod.cli import ssh_config
+
+    with make_client() as client:
+        gateway = client.ssh_gateway()
+        pods = client.list_pods()
+    known_hosts = ssh_config.pin_keys(gateway, pods)
+    block = ssh_config.host_block(gateway, known_hosts)
+    if not write:
+        print_line(block.rstrip("\n"))
+        return
+    target = Path.home() / ".ssh" / "config"
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    existing = target.read_text(encoding="utf-8") if target.exists() else ""
+    cfg.write_private_file(target, ssh_config.merged(existing, block))
+    print_line(f"wrote the openpod block to {target}: ssh POD{ssh_config.POD_SUFFIX}")
 
 
 @app.command(
@@ -204,14 +304,17 @@ def connect(
             show_default=False,
         ),
     ] = None,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="Straight to the pod's port, not via the gateway.")
+    ] = False,
 ) -> None:
-    """SSH into a pod (the default: openpod ssh POD [SSH_ARGS]...)."""
+    """SSH into a pod (the default: openpod ssh POD [SSH_ARGS]...), via the gateway if any."""
     with make_client() as client:
         pod = client.get_pod(pod_id)
     target = SshTarget.from_pod(pod)
     if target is None:
         raise fail(ssh_unavailable_reason(pod))
-    argv = prepare_ssh(target, ssh_args or [])
+    argv = prepare_ssh(target, ssh_args or [], direct=direct)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -15,6 +15,10 @@ import typer
 
 
 def _logging(level: str) -> None:
+    # asyncssh logs every channel request at INFO, before the gateway has decided on it.
+    logging.getLogger("asyncssh").setLevel(
+        max(logging.WARNING, logging.getLevelName(level.upper()))
+    )
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -126,6 +130,102 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
         await task
 
 
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 2222,
+    data_dir: Annotated[Path | None, typer.Option(help="The control plane's data dir.")] = None,
+    database_url: Annotated[str | None, typer.Option(help="The control plane's database.")] = None,
+    host_key: Annotated[
+        Path | None, typer.Option(help="Host key file (made if missing; default in data dir).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the SSH gateway: `ssh -J openpod@HOST:PORT root@POD` reaches any pod you own."""
+    from openpod.adapters.gateway.server import SSHGateway
+    from openpod.adapters.store import Database, migrate
+    from openpod.services.gateway_directory import StoreDirectory
+    from openpod.settings import ServerSettings
+
+    settings = ServerSettings(**_given(data_dir=data_dir, database_url=database_url))
+    _logging(log_level)
+    migrate(settings.db_url())
+    db = Database(settings.db_url())
+    key_path = host_key or settings.data_dir / "gateway_host_key"
+
+    async def serve() -> None:
+        server = SSHGateway(StoreDirectory(db), key_path, host=host, port=port)
+        await server.start()
+        public = key_path.with_name(key_path.name + ".pub")
+        public.write_text(server.host_public_key + "\n")
+        logging.getLogger("openpod.gateway").info("SSH gateway on %s:%d", host, server.port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(_until_signalled(serve()))
+    finally:
+        db.dispose()
+
+
+def edge(
+    state_dir: Annotated[
+        Path | None, typer.Option(help="HAProxy's files (default: DATA_DIR/edge).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="The control plane's data dir.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8480,
+    domain: Annotated[
+        str | None, typer.Option(help="Proxy domain (default: OPENPOD_PROXY_DOMAIN).")
+    ] = None,
+    https_port: Annotated[int | None, typer.Option(help="HTTPS port (with --certificate).")] = None,
+    certificate: Annotated[
+        Path | None, typer.Option(help="PEM with the cert and key for *.DOMAIN.")
+    ] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may stay idle (streams: no cap).")
+    ] = 3600.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run and supervise the edge proxy (HAProxy): restarted at once if it dies, with every
+    route (they are in its map file; the control plane changes them at runtime)."""
+    from openpod.adapters.edge import EdgeError, EdgeProxy, EdgeSettings
+    from openpod.settings import ServerSettings
+
+    settings = ServerSettings(**_given(data_dir=data_dir, proxy_domain=domain))
+    _logging(log_level)
+    log = logging.getLogger("openpod.edge")
+    proxy = EdgeProxy(
+        EdgeSettings(
+            state_dir=state_dir or settings.data_dir / "edge",
+            http_port=port,
+            bind_host=host,
+            https_port=https_port,
+            certificate=certificate,
+            domain=settings.proxy_domain,
+            client_timeout=idle_timeout,
+            server_timeout=idle_timeout,
+        )
+    )
+
+    async def supervise() -> None:
+        try:
+            while True:
+                if not proxy.alive():
+                    await asyncio.to_thread(proxy.start)
+                    log.info("edge proxy (HAProxy) serving on %s:%d, pid %s", host, port, proxy.pid)
+                await asyncio.sleep(0.2)
+        finally:
+            proxy.stop()
+
+    try:
+        asyncio.run(_until_signalled(supervise()))
+    except EdgeError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
 admin = typer.Typer(help="Operator commands that act on the control plane's database directly.")
 
 
@@ -170,4 +270,6 @@ def register(app: typer.Typer) -> None:
     app.command("server")(server)
     app.command("node")(node)
     app.command("up")(up)
+    app.command("gateway")(gateway)
+    app.command("edge")(edge)
     app.add_typer(admin, name="admin")

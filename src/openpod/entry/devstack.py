@@ -21,6 +21,8 @@ import httpx
 from openpod.adapters.runtimes.local import LocalRuntime
 
 DEMO_WALLET = "0x00000000000000000000000000000000000d3e70"
+EDGE_PORT = 8480  # http://{pod}-{port}.proxy.localhost:8480/
+GATEWAY_PORT = 2222  # ssh -J openpod@127.0.0.1:2222 root@POD
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -114,12 +116,22 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if proc.poll() is not None:
+            raise SystemExit(f"the {what} exited ({proc.returncode}); see {log}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the {what} did not start within 30 s; see {log}")
+        time.sleep(0.05)
+
+
 def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     api = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server_log, node_log = data_dir / "server.log", data_dir / "node.log"
-    server = node = None
+    logs = {name: data_dir / f"{name}.log" for name in ("server", "node", "edge", "gateway")}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -127,66 +139,69 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    host_key = data_dir / "gateway_host_key"
+    server_env = {
+        **env,
+        "OPENPOD_EDGE_STATE_DIR": str(data_dir / "edge"),
+        "OPENPOD_PROXY_PORT": str(EDGE_PORT),
+        "OPENPOD_GATEWAY_HOST": "127.0.0.1",
+        "OPENPOD_GATEWAY_PORT": str(GATEWAY_PORT),
+        "OPENPOD_GATEWAY_HOST_KEY_FILE": f"{host_key}.pub",
+    }
     try:
-        server = _spawn(
-            ["server", "--port", str(port), "--data-dir", str(data_dir)], server_log, env
+        procs["edge"] = _spawn(
+            ["edge", "--data-dir", str(data_dir), "--port", str(EDGE_PORT)], logs["edge"], env
         )
-        _wait_healthy(api, server, server_log)
+        procs["gateway"] = _spawn(
+            ["gateway", "--data-dir", str(data_dir), "--port", str(GATEWAY_PORT),
+             "--host-key", str(host_key)],
+            logs["gateway"],
+            env,
+        )  # fmt: skip
+        _wait_for(
+            host_key.with_name(host_key.name + ".pub"), procs["gateway"], "gateway", logs["gateway"]
+        )
+        procs["server"] = _spawn(
+            ["server", "--port", str(port), "--data-dir", str(data_dir)], logs["server"], server_env
+        )
+        _wait_healthy(api, procs["server"], logs["server"])
         demo = _demo(api, data_dir / "demo.json")
         _add_key(api, demo["api_key"], _ssh_public_key())
+        configure = [sys.executable, "-m", "openpod", "config", "--api-url", api]
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "openpod",
-                "config",
-                "--api-url",
-                api,
-                "--api-key",
-                demo["api_key"],
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
+            [*configure, "--api-key", demo["api_key"]], check=True, stdout=subprocess.DEVNULL
         )
-        node = _spawn(
-            [
-                "node",
-                "--api-url",
-                api,
-                "--token",
-                demo["node_token"],
-                "--gpus",
-                gpus,
-                "--data-dir",
-                str(data_dir / "node"),
-            ],
-            node_log,
+        procs["node"] = _spawn(
+            ["node", "--api-url", api, "--gpus", gpus, "--data-dir", str(data_dir / "node")],
+            logs["node"],
             {**env, "OPENPOD_NODE_TOKEN": demo["node_token"]},  # not argv: `ps` shows argv
         )
         print(_quickstart(api, demo["api_key"], data_dir, _link_cli()), flush=True)
-        while not stopping and server.poll() is None and node.poll() is None:
+        while not stopping and all(proc.poll() is None for proc in procs.values()):
             try:
                 time.sleep(0.5)
             except KeyboardInterrupt:
                 break
-        for proc, name, log in ((server, "control plane", server_log), (node, "node", node_log)):
+        for name, proc in procs.items():
             if proc.poll() is not None and not stopping:
-                print(f"the {name} exited ({proc.returncode}); see {log}", file=sys.stderr)
+                print(f"the {name} exited ({proc.returncode}); see {logs[name]}", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        print("\nstopping: node, pods, control plane", flush=True)
-        _stop(node)
+        print("\nstopping: node, pods, control plane, gateway, edge", flush=True)
+        _stop(procs.get("node"))
         runtime = LocalRuntime(data_dir / "node")
         for obs in runtime.adopt():
             runtime.stop(obs.pod_id, 5.0)
-        _stop(server)
+        for name in ("server", "gateway", "edge"):
+            _stop(procs.get(name))
     return 0
 
 
 def _quickstart(api: str, api_key: str, data_dir: Path, cli: str) -> str:
     return f"""
-openpod is up: control plane {api} (OpenAPI: {api}/docs), one local node.
+openpod is up: control plane {api} (OpenAPI: {api}/docs), one local node,
+  pod URLs at http://POD-PORT.proxy.localhost:{EDGE_PORT}/, SSH gateway on 127.0.0.1:{GATEWAY_PORT}.
   demo API key (the CLI is already configured with it): {api_key}
   logs and state: {data_dir}
 
@@ -194,7 +209,8 @@ In another terminal:
   {cli} gpu list
   {cli} pod create --name demo --image local --gpu-type "NVIDIA GeForce RTX 4090" --gpu-count 1 \\
       --ports 8888/http,22/tcp --cmd 'python3 -m http.server $OPENPOD_TCP_PORT_8888'
-  {cli} ssh POD_ID                       # or the ssh command `pod create` printed
+  {cli} ssh POD_ID                       # through the gateway; or the command `pod create` printed
+  {cli} ssh config --write               # then: ssh POD_ID.openpod, scp, sftp, rsync
   {cli} pod stop POD_ID; {cli} pod resume POD_ID; {cli} pod terminate POD_ID
 
 Ctrl-C stops everything this started.

@@ -90,11 +90,12 @@ def add_ssh_key(session: Session, account: Account, public_key: str, name: str |
         key = parse_public_key(public_key)
     except InvalidSSHKey as error:
         raise InvalidInput(str(error)) from None
-    existing = session.scalar(
-        select(SSHKey).where(SSHKey.account_id == account.id, SSHKey.fingerprint == key.fingerprint)
-    )
-    if existing is not None:
+    existing = session.scalar(select(SSHKey).where(SSHKey.fingerprint == key.fingerprint))
+    if existing is not None and existing.account_id == account.id:
         raise Conflict(f"SSH key {key.fingerprint} is already on this account ({existing.id})")
+    if existing is not None:
+        # The SSH gateway knows an account by its key: one key, one account (as on GitHub).
+        raise Conflict(f"SSH key {key.fingerprint} is already in use by another account")
     row = SSHKey(
         id=ids.new_id("ssh"),
         account_id=account.id,

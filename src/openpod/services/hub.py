@@ -24,6 +24,8 @@ from openpod.protocol import (
     node_message,
 )
 from openpod.services import node_channel, providers
+from openpod.services.connect import ConnectSettings
+from openpod.services.edge_routes import EdgeRouter
 from openpod.services.errors import InvalidInput
 
 log = logging.getLogger("openpod.hub")
@@ -55,8 +57,15 @@ class PodChange:
 
 
 class NodeHub:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        links: ConnectSettings | None = None,
+        router: EdgeRouter | None = None,
+    ) -> None:
         self.db = db
+        self.links = links or ConnectSettings()
+        self.router = router
         self._links: dict[str, NodeLink] = {}
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._changes: dict[str, asyncio.Event] = {}
@@ -81,7 +90,7 @@ class NodeHub:
         if old is not None:
             await old.close(4000, "replaced by a newer connection of the same node")
 
-        def connect(session: Session) -> tuple[list[str], Sync]:
+        def connect(session: Session) -> tuple[list[Pod], Sync]:
             providers.node_connected(
                 session,
                 node_id,
@@ -89,11 +98,11 @@ class NodeHub:
                 public_host=hello.public_host,
                 gpus=hello.gpus,
             )
-            changed = [
-                report.pod_id
+            outcomes = [
+                node_channel.apply_report(session, node_id, report, self.links)
                 for report in hello.pods
-                if node_channel.apply_report(session, node_id, report).changed
             ]
+            changed = [o.pod for o in outcomes if o.changed and o.pod is not None]
             return changed, Sync(pods=node_channel.assignments(session, node_id))
 
         # Linked before the snapshot is read: a change committed meanwhile is pushed too (in
@@ -101,8 +110,8 @@ class NodeHub:
         self._links[node_id] = link
         self._send_locks[node_id] = asyncio.Lock()
         changed, sync = await self.run_db(connect)
-        for pod_id in changed:
-            self.pod_changed(pod_id)
+        for pod in changed:
+            await self._pod_updated(pod)
         await self._send(node_id, sync.model_dump_json())
         log.info(
             "node %s connected with %d GPUs, %d pods", node_id, len(hello.gpus), len(sync.pods)
@@ -121,15 +130,23 @@ class NodeHub:
         if not isinstance(message, PodStatusMessage):
             raise InvalidInput(f"unexpected {message.type!r} message after hello")
         report = message.pod
-        outcome = await self.run_db(lambda s: node_channel.apply_report(s, node_id, report))
-        if outcome.changed:
-            self.pod_changed(report.pod_id)
+        outcome = await self.run_db(
+            lambda s: node_channel.apply_report(s, node_id, report, self.links)
+        )
+        if outcome.changed and outcome.pod is not None:
+            await self._pod_updated(outcome.pod)
         if outcome.reply is not None:
             await self._send(node_id, PodMessage(pod=outcome.reply).model_dump_json())
 
+    async def _pod_updated(self, pod: Pod) -> None:
+        """A pod's record changed: wake its waiters and bring its edge routes in step."""
+        self.pod_changed(pod.id)
+        if self.router is not None:
+            await self.router.sync(pod.id, self.router.routes_for(pod))
+
     async def push(self, change: PodChange) -> None:
         """Tell the pod's node what is now wanted of it (nothing if the node is offline)."""
-        self.pod_changed(change.pod.id)
+        await self._pod_updated(change.pod)
         if change.node_id is not None and change.node_id in self._links:
             await self._send(change.node_id, PodMessage(pod=change.assignment).model_dump_json())
 

@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from openpod.adapters.store import Pod
 from openpod.domain.lifecycle import DesiredStatus, PodEvent, PodStatus, can
 from openpod.protocol import PodAssignment, PodReport, PodSpec
-from openpod.services import accounts
+from openpod.services import accounts, connect
 from openpod.services.pods import pods_of_node, transition
+
+_NO_LINKS = connect.ConnectSettings()
 
 _DESIRED = {
     DesiredStatus.RUNNING.value: "running",
@@ -55,6 +57,7 @@ def assignments(session: Session, node_id: str) -> list[PodAssignment]:
 class ReportOutcome:
     changed: bool  # the pod's record changed (watchers should look again)
     reply: PodAssignment | None  # what to tell the node back, if anything
+    pod: Pod | None = None  # the pod as it now is (when it is this node's)
 
 
 def _event_for(report: PodReport) -> PodEvent | None:
@@ -80,7 +83,12 @@ def _exit_reason(report: PodReport) -> str:
     return f"workload exited with code {report.exit_code}"
 
 
-def apply_report(session: Session, node_id: str, report: PodReport) -> ReportOutcome:
+def apply_report(
+    session: Session,
+    node_id: str,
+    report: PodReport,
+    links: connect.ConnectSettings = _NO_LINKS,
+) -> ReportOutcome:
     pod = session.get(Pod, report.pod_id, with_for_update=True)
     if pod is None or pod.node_id != node_id:
         # Not ours (or long gone): the node should remove it.
@@ -123,5 +131,8 @@ def apply_report(session: Session, node_id: str, report: PodReport) -> ReportOut
             pod.ssh_ready = False
             pod.ready_ports = []
             pod.port_mappings = {}
+            connect.clear(pod)
+    if pod.status in (PodStatus.STARTING.value, PodStatus.RUNNING.value):
+        connect.record(links, pod)
     after = (pod.status, pod.port_mappings, pod.ready_ports, pod.ssh_ready, pod.ssh_host_key)
-    return ReportOutcome(before != after, None)
+    return ReportOutcome(before != after, None, pod)

@@ -27,7 +27,7 @@ from openpod.domain.lifecycle import (
 )
 from openpod.domain.ports import parse_ports
 from openpod.domain.sshkeys import parse_public_key
-from openpod.services import capacity, scheduler
+from openpod.services import capacity, connect, scheduler
 from openpod.services.errors import Conflict, InvalidInput, NoCapacity, NotFound
 
 MAX_GPUS_PER_POD = 16
@@ -43,6 +43,7 @@ class PodRequest:
     env: Mapping[str, str]
     command: list[str]
     public_key: str | None = None
+    private: bool = False
 
 
 def _validated(
@@ -101,6 +102,7 @@ def create_pod(session: Session, account: Account, req: PodRequest) -> Pod:
         env=env,
         command=list(req.command),
         pod_public_key=req.public_key.strip() if req.public_key else None,
+        private=req.private,
         rate_per_second=gpu_type.rate_per_second,
         desired_status=DesiredStatus.RUNNING.value,
         status=PodStatus.PENDING.value,
@@ -128,6 +130,7 @@ def _assign(session: Session, pod: Pod, placement: scheduler.Placement) -> None:
 
 
 def _clear_run(pod: Pod) -> None:
+    connect.clear(pod)
     pod.port_mappings = {}
     pod.ready_ports = []
     pod.ssh_ready = False

@@ -165,6 +165,11 @@ class Pod(Base):
     ssh_available: Mapped[bool] = mapped_column(Boolean, default=True)
     ssh_user: Mapped[str | None] = mapped_column(String(64), default=None)
     ssh_host_key: Mapped[str | None] = mapped_column(Text, default=None)
+    # Connect info of the current run, recorded as it becomes true (see services.connect).
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    ssh_command: Mapped[str | None] = mapped_column(Text, default=None)
+    http_urls: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"8888": "http://..."}
+    ready_at: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"22": "2026-...Z"}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_started_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -14,11 +14,12 @@ from openpod.api import schemas
 from openpod.api.deps import Key, State, as_account
 from openpod.api.errors import WaitTimedOut
 from openpod.domain.lifecycle import PodStatus
-from openpod.services import pods
-from openpod.services.errors import Conflict, InvalidInput
+from openpod.services import connect, pods
+from openpod.services.errors import Conflict, InvalidInput, NotFound
 from openpod.services.hub import PodChange
 
 router = APIRouter(tags=["pods"])
+EDGE_COOKIE = "openpod_token"  # the cookie the edge accepts the access token in
 
 
 @router.post("/pods", status_code=status.HTTP_201_CREATED)
@@ -34,12 +35,13 @@ async def create_pod(body: schemas.PodCreate, state: State, key: Key) -> schemas
         env=body.env,
         command=body.docker_start_cmd,
         public_key=body.public_key,
+        private=body.private,
     )
     change = await as_account(
         state, key, lambda s, a: PodChange.of(s, pods.create_pod(s, a, request))
     )
     await state.hub.push(change)
-    return schemas.pod_out(change.pod, state.settings.token_decimals)
+    return state.pod_out(change.pod)
 
 
 @router.get("/pods")
@@ -52,13 +54,13 @@ async def list_pods(
         lambda s, a: pods.list_pods(s, a, include_terminated=include_terminated),
         readonly=True,
     )
-    return [schemas.pod_out(p, state.settings.token_decimals) for p in rows]
+    return [state.pod_out(p) for p in rows]
 
 
 @router.get("/pods/{pod_id}")
 async def get_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
     pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id), readonly=True)
-    return schemas.pod_out(pod, state.settings.token_decimals)
+    return state.pod_out(pod)
 
 
 async def _act(
@@ -66,7 +68,7 @@ async def _act(
 ) -> schemas.PodOut:
     change = await as_account(state, key, lambda s, a: PodChange.of(s, action(s, a)))
     await state.hub.push(change)
-    return schemas.pod_out(change.pod, state.settings.token_decimals)
+    return state.pod_out(change.pod)
 
 
 @router.post("/pods/{pod_id}/stop")
@@ -89,6 +91,33 @@ async def terminate_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
     return await _act(state, key, lambda s, a: pods.terminate_pod(s, a, pod_id))
 
 
+@router.get("/pods/{pod_id}/access-token")
+async def access_token(pod_id: str, state: State, key: Key) -> schemas.AccessToken:
+    """The token a private pod's URLs require (`Authorization: Bearer` or the cookie)."""
+    pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id), readonly=True)
+    if not pod.private:
+        raise Conflict(f"pod {pod_id} is public: its URLs need no token")
+    token = connect.access_token(state.edge_secret, pod.id)
+    return schemas.AccessToken(
+        token=token, header=f"Authorization: Bearer {token}", cookie=EDGE_COOKIE
+    )
+
+
+@router.get("/ssh-gateway", tags=["ssh"])
+async def ssh_gateway(state: State, key: Key) -> schemas.GatewayInfo:
+    """Where the SSH gateway listens and its host key (to pin), for `openpod ssh config`."""
+    await as_account(state, key, lambda _s, a: a, readonly=True)
+    links = state.links
+    if links.gateway_host is None:
+        raise NotFound("this control plane has no SSH gateway")
+    return schemas.GatewayInfo(
+        host=links.gateway_host,
+        port=links.gateway_port,
+        user=links.gateway_user,
+        host_key=links.gateway_host_key,
+    )
+
+
 _GIVE_UP = {PodStatus.FAILED.value, PodStatus.TERMINATED.value}
 
 
@@ -108,7 +137,7 @@ async def wait_pod(
         signal = state.hub.change_signal(pod_id)
         pod = await as_account(state, key, lambda s, a: pods.get_pod(s, a, pod_id), readonly=True)
         if pod.status == wanted:
-            return schemas.pod_out(pod, state.settings.token_decimals)
+            return state.pod_out(pod)
         if pod.status in _GIVE_UP:
             reason = f": {pod.status_reason}" if pod.status_reason else ""
             raise Conflict(f"pod {pod_id} is {pod.status}{reason}")

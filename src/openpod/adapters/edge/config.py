@@ -1,0 +1,125 @@
+"""What HAProxy reads at start: haproxy.cfg and the error pages it serves from state_dir."""
+
+from __future__ import annotations
+
+from openpod.adapters.edge.files import EdgePaths
+from openpod.adapters.edge.model import EdgeSettings
+
+TOKEN_COOKIE = "openpod_token"  # noqa: S105 - the cookie's name, not a secret
+
+# --- pages ---------------------------------------------------------------------------------
+
+_PAGES = {
+    401: (
+        "This pod is private",
+        f"Open it with its access token: an <code>Authorization: Bearer</code> header or "
+        f"the <code>{TOKEN_COOKIE}</code> cookie.",
+    ),
+    404: ("No such pod", "No pod answers at this address: it does not exist or is not running."),
+    502: ("Pod is starting", "The pod is not answering on this port yet. Try again shortly."),
+    503: ("Pod is starting", "The pod is not answering on this port yet. Try again shortly."),
+    504: ("Pod is not answering", "The pod took too long to answer. Try again shortly."),
+}
+
+
+def page_html(status: int) -> str:
+    title, message = _PAGES[status]
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{status} {title}</title></head>\n"
+        f"<body><h1>{title}</h1><p>{message}</p><p><small>openpod edge · {status}</small></p>"
+        "</body></html>\n"
+    )
+
+
+def page_statuses() -> list[int]:
+    return sorted(_PAGES)
+
+
+# --- haproxy.cfg ---------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def render_config(settings: EdgeSettings, paths: EdgePaths) -> str:
+    """haproxy.cfg for one edge. Requests are routed by a map lookup, never by a per-pod
+    section, so adding the ten-thousandth pod costs what adding the first did."""
+    s, html = settings, 'content-type "text/html; charset=utf-8"'
+    header_timeout = min(s.header_timeout, s.client_timeout)
+    lines = [
+        "# written by openpod at every start; edit EdgeSettings, not this file",
+        "global",
+        f"    stats socket {paths.admin_socket} mode 600 level admin",
+        "    stats timeout 30s",
+        "    ssl-default-bind-options ssl-min-ver TLSv1.2",
+        "    tune.ssl.default-dh-param 2048",
+        "",
+        "defaults",
+        "    mode http",
+        f"    timeout connect {_ms(s.connect_timeout)}",
+        f"    timeout client {_ms(s.client_timeout)}",
+        f"    timeout server {_ms(s.server_timeout)}",
+        f"    timeout tunnel {_ms(max(s.client_timeout, s.server_timeout))}",
+        f"    timeout http-request {_ms(header_timeout)}",
+        f"    timeout http-keep-alive {_ms(header_timeout)}",
+        f"    timeout client-fin {_ms(min(30.0, s.client_timeout))}",
+        f"    timeout server-fin {_ms(min(30.0, s.server_timeout))}",
+        f"    retries {s.connect_retries}",
+    ]
+    lines += [
+        f"    http-error status {code} {html} file {paths.page(code)} hdr Cache-Control no-store"
+        for code in (502, 503, 504)
+    ]
+    lines += ["", "frontend edge", f"    bind {s.bind_host}:{s.http_port}"]
+    if s.https_port is not None:
+        lines.append(
+            f"    bind {s.bind_host}:{s.https_port} ssl crt {s.certificate} alpn h2,http/1.1"
+        )
+    lines += [
+        # Which pod: the Host (or :authority) without its port, lower-cased, exactly matched.
+        "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+        f"    http-request set-var(txn.pod) var(txn.host),map_str({paths.routes_map})",
+        f"    http-request return status 404 {html} file {paths.page(404)} "
+        "hdr Cache-Control no-store unless { var(txn.pod) -m found }",
+        # Private pods: the third field is sha256(token); the request proves it knows the token.
+        "    http-request set-var(txn.need) var(txn.pod),field(3,:)",
+        "    acl private var(txn.need) -m len 1:",
+        f"    acl has_cookie req.cook_cnt({TOKEN_COOKIE}) gt 0",
+        "    acl has_bearer req.fhdr(authorization) -m beg -i bearer\\ ",
+        "    http-request set-var(txn.tok_h) req.fhdr(authorization),bytes(7),sha2(256),hex,lower "
+        "if private has_bearer",
+        f"    http-request set-var(txn.tok_c) req.cook({TOKEN_COOKIE}),sha2(256),hex,lower "
+        "if private has_cookie",
+        "    acl bearer_ok var(txn.tok_h),secure_memcmp(txn.need)",
+        "    acl cookie_ok var(txn.tok_c),secure_memcmp(txn.need)",
+        f"    http-request return status 401 {html} file {paths.page(401)} "
+        "hdr WWW-Authenticate Bearer hdr Cache-Control no-store if private !bearer_ok !cookie_ok",
+        # The edge's credentials stop here: the pod never sees the token it was opened with.
+        "    http-request del-header Authorization if private bearer_ok",
+        f"    http-request replace-header Cookie ^\\s*{TOKEN_COOKIE}=[^;]*(;\\s*)?(.*)$ \\2 "
+        "if has_cookie",
+        f"    http-request replace-header Cookie ^(.*?);\\s*{TOKEN_COOKIE}=[^;]*(.*)$ \\1\\2 "
+        "if has_cookie",
+        f"    http-request replace-header Cookie ^(.*?);\\s*{TOKEN_COOKIE}=[^;]*(.*)$ \\1\\2 "
+        "if has_cookie",
+        f'    http-request return status 400 content-type text/plain string "too many '
+        f'{TOKEN_COOKIE} cookies" if has_cookie',
+        "    http-request del-header Cookie if { req.fhdr(cookie) -m len 0 }",
+        # This edge is the first hop: what the client claims about forwarding is replaced.
+        "    http-request set-header X-Forwarded-For %[src]",
+        "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        "    http-request set-header X-Forwarded-Proto http unless { ssl_fc }",
+        "    http-request set-header X-Forwarded-Host %[req.hdr(host)]",
+        "    http-request set-dst var(txn.pod),field(1,:)",
+        "    http-request set-dst-port var(txn.pod),field(2,:)",
+        "    default_backend pods",
+        "",
+        "backend pods",
+        # Connections are keyed by destination, so reuse never crosses pods.
+        "    http-reuse always",
+        "    server pod 0.0.0.0:0",
+        "",
+    ]
+    return "\n".join(lines)
