@@ -30,7 +30,13 @@ from websockets.asyncio.client import connect
 
 from openpod.adapters.runtimes.local import LocalRuntime
 from tests.support.net import free_port
-from tests.support.platform import ControlPlane, NodeAgentProc, signup, wait_node_online
+from tests.support.platform import (
+    ControlPlane,
+    EdgeProc,
+    NodeAgentProc,
+    signup,
+    wait_node_online,
+)
 
 PODS = 20
 BURST = 16  # pods created at once on the real node (8 concurrent clients)
@@ -127,6 +133,47 @@ def openpod_startup(api: httpx.Client, key: Path, root: Path) -> tuple[list[floa
             f"/pods/{pod['id']}/wait", params={"status": "TERMINATED", "timeout": 30}
         ).raise_for_status()
     return api_ready, ssh_ready
+
+
+# The smallest HTTP server a pod can run: answers every connection with a 200, at once.
+TINY_HTTP = (
+    "import os, socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', int(os.environ['OPENPOD_TCP_PORT_8888']))); s.listen(64)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.recv(65536)\n"
+    "    c.sendall(b'HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\nok')\n"
+    "    c.close()\n"
+)
+
+
+def url_after_running(api: httpx.Client, edge_port: int) -> list[float]:
+    """Seconds from the API saying RUNNING to the pod's URL answering 200 through the edge
+    (the workload's own start-up included: it binds its port after sshd is up)."""
+    times = []
+    with httpx.Client(timeout=5) as web:
+        for i in range(PODS):
+            body = {"name": f"w{i}", "imageName": "local", "gpuTypeId": "NVIDIA GeForce RTX 4090",
+                    "ports": "8888/http", "dockerStartCmd": ["python3", "-c", TINY_HTTP]}  # fmt: skip
+            pod = api.post("/pods", json=body).raise_for_status().json()
+            pod = (
+                api.get(f"/pods/{pod['id']}/wait", params={"timeout": 30}).raise_for_status().json()
+            )
+            running = time.perf_counter()
+            host = f"{pod['id']}-8888.proxy.localhost"
+            while True:
+                try:
+                    answer = web.get(f"http://127.0.0.1:{edge_port}/", headers={"Host": host})
+                    if answer.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.002)
+            times.append(time.perf_counter() - running)
+            api.delete(f"/pods/{pod['id']}").raise_for_status()
+            params: dict[str, str | int] = {"status": "TERMINATED", "timeout": 30}
+            api.get(f"/pods/{pod['id']}/wait", params=params).raise_for_status()
+    return times
 
 
 async def burst(url: str, key: str) -> float:
@@ -233,9 +280,14 @@ async def api_rates(url: str, user_key: str, sink_token: str) -> tuple[float, fl
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="openpod-bench-"))
     (root / "plane").mkdir()
-    plane = ControlPlane(root / "plane")
+    edge = EdgeProc(root / "plane")
+    plane = ControlPlane(
+        root / "plane",
+        env={"OPENPOD_EDGE_STATE_DIR": str(edge.state_dir), "OPENPOD_PROXY_PORT": str(edge.port)},
+    )
     node = None
     try:
+        edge.start()
         plane.start()
         provider = signup(plane.url, "provider")
         provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "22" * 20})
@@ -253,6 +305,7 @@ def main() -> None:
 
         floor = bare_sshd(root, key)
         api_ready, ssh_ready = openpod_startup(user.http, key, root)
+        url_ready = url_after_running(user.http, edge.port)
         user_key = user.http.headers["Authorization"].removeprefix("Bearer ")
         burst_seconds = asyncio.run(burst(plane.url, user_key))
         creates, reads = asyncio.run(api_rates(plane.url, user_key, sink["token"]))
@@ -263,6 +316,7 @@ def main() -> None:
             for obs in runtime.adopt():
                 runtime.remove(obs.pod_id, 1.0)
         plane.stop()
+        edge.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     rows = [
@@ -290,6 +344,10 @@ def main() -> None:
         "",
         f"Ratio openpod / bare sshd (p50, create → `ssh true`): "
         f"{pct(ssh_ready, 0.5) / pct(floor, 0.5):.2f}x",
+        "",
+        f"Pod RUNNING → its URL answers 200 through the edge (HAProxy), {PODS} pods: "
+        f"p50 {ms(pct(url_ready, 0.5))}, p95 {ms(pct(url_ready, 0.95))} (includes the "
+        "workload's own start: it binds its port after sshd is up).",
         "",
         f"{BURST} pods created at once ({CONCURRENCY} concurrent clients) on the real node, "
         f"all RUNNING with SSH ready: {burst_seconds:.2f} s ({BURST / burst_seconds:.1f} pods/s).",

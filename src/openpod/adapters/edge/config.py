@@ -36,6 +36,21 @@ def page_statuses() -> list[int]:
     return sorted(_PAGES)
 
 
+def refused_response() -> str:
+    """What HAProxy sends when a pod's port refuses the connection: its own status for that
+    is 503, but for users the pod is there and not answering yet, so it is a 502 (a raw
+    `errorfile` may carry another status than the one it replaces)."""
+    body = page_html(503).encode()
+    head = (
+        "HTTP/1.1 502 Bad Gateway\r\n"
+        "content-type: text/html; charset=utf-8\r\n"
+        "cache-control: no-store\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head + body.decode()
+
+
 # --- haproxy.cfg ---------------------------------------------------------------------------
 
 
@@ -70,8 +85,9 @@ def render_config(settings: EdgeSettings, paths: EdgePaths) -> str:
     ]
     lines += [
         f"    http-error status {code} {html} file {paths.page(code)} hdr Cache-Control no-store"
-        for code in (502, 503, 504)
+        for code in (502, 504)
     ]
+    lines.append(f"    errorfile 503 {paths.refused_response}")
     lines += ["", "frontend edge", f"    bind {s.bind_host}:{s.http_port}"]
     if s.https_port is not None:
         lines.append(

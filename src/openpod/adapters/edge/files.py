@@ -40,6 +40,10 @@ class EdgePaths:
     def page(self, status: int) -> Path:
         return self.state_dir / f"{status}.html"
 
+    @property
+    def refused_response(self) -> Path:
+        return self.state_dir / "refused.http"
+
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a whole file or nothing: a reader (or a restarted HAProxy) sees old or new.

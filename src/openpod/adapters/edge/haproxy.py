@@ -17,7 +17,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from openpod.adapters.edge.config import page_html, page_statuses, render_config
+from openpod.adapters.edge.config import (
+    page_html,
+    page_statuses,
+    refused_response,
+    render_config,
+)
 from openpod.adapters.edge.files import EdgePaths, write_atomic
 from openpod.adapters.edge.model import (
     EdgeError,
@@ -82,6 +87,7 @@ class EdgeProxy:
             try:
                 for status in page_statuses():
                     write_atomic(self.paths.page(status), page_html(status))
+                write_atomic(self.paths.refused_response, refused_response())
                 if not self.paths.routes_map.exists():
                     write_atomic(self.paths.routes_map, RouteMap().text())
                 write_atomic(self.paths.config, config)
