@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: up test lint typecheck contracts pytest bench deps system-deps clean
+.PHONY: up test lint typecheck contracts pytest bench bench-deps deps system-deps clean
 
 up: deps
 	$(BIN)/openpod up --data-dir $(CURDIR)/.openpod
@@ -28,8 +28,20 @@ contracts: deps
 pytest: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: deps
+bench: deps bench-deps
 	$(BIN)/python -m bench.pod_startup
+	$(BIN)/python -m bench.edge
+	$(BIN)/python -m bench.gateway
+
+# The references the benchmarks measure against (nginx) and their load generator (wrk).
+bench-deps:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 deps: system-deps $(STAMP)
 

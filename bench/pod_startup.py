@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from bench.results import write_section
 from openpod.adapters.runtimes.local import LocalRuntime
 from tests.support.net import free_port
 from tests.support.platform import (
@@ -42,7 +43,6 @@ PODS = 20
 BURST = 16  # pods created at once on the real node (8 concurrent clients)
 CREATES = 400
 CONCURRENCY = 8
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def ms(seconds: float) -> str:
@@ -364,11 +364,7 @@ def main() -> None:
     ]
     text = "\n".join(report)
     print(text)
-    header = "# Benchmark results\n\nEach section is one run of `make bench` on the machine it names.\n\n"
-    old = RESULTS.read_text() if RESULTS.exists() else header
-    marker = "## Pod start-up and API throughput"
-    kept = old.split(marker)[0] if marker in old else old
-    RESULTS.write_text(kept.rstrip() + "\n\n" + text)
+    write_section("## Pod start-up and API throughput", text)
 
 
 if __name__ == "__main__":

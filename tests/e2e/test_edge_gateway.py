@@ -119,7 +119,7 @@ def _echo_pod(api: Api, **extra: Any) -> dict[str, Any]:
     body = {"name": "web", "imageName": "local", "gpuTypeId": "NVIDIA GeForce RTX 4090",
             "ports": "8888/http,22/tcp", "dockerStartCmd": ["python3", "-c", ECHO], **extra}  # fmt: skip
     pod = api.wait(api.ok("POST", "/pods", json=body)["id"])
-    wait_until(lambda: 8888 in api.ok("GET", f"/pods/{pod['id']}")["readyPorts"], 15, "port 8888")
+    wait_until(lambda: 8888 in api.ok("GET", f"/pods/{pod['id']}")["readyPorts"], 30, "port 8888")
     result: dict[str, Any] = api.ok("GET", f"/pods/{pod['id']}")
     return result
 

@@ -112,3 +112,22 @@ def test_socket_errors_are_edge_errors(tmp_path: Path) -> None:
         AdminSocket(tmp_path / "nothing.sock").execute("show info")
     with pytest.raises(EdgeError, match="too long"):
         AdminSocket(tmp_path / ("x" * 120))
+
+
+def test_response_splicing_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    paths = EdgePaths(tmp_path)
+    assert "option splice-response" in render_config(EdgeSettings(state_dir=tmp_path), paths)
+    plain = EdgeSettings(state_dir=tmp_path, splice_responses=False)
+    assert "splice" not in render_config(plain, paths)
+
+
+def test_a_refused_port_is_answered_as_a_502_starting_page(tmp_path: Path) -> None:
+    from openpod.adapters.edge.config import refused_response
+
+    raw = refused_response()
+    head, _, body = raw.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 502 Bad Gateway\r\n")
+    assert f"content-length: {len(body.encode())}" in head
+    assert "Pod is starting" in body
+    config = render_config(EdgeSettings(state_dir=tmp_path), EdgePaths(tmp_path))
+    assert f"errorfile 503 {EdgePaths(tmp_path).refused_response}" in config

@@ -83,6 +83,8 @@ def render_config(settings: EdgeSettings, paths: EdgePaths) -> str:
         f"    timeout server-fin {_ms(min(30.0, s.server_timeout))}",
         f"    retries {s.connect_retries}",
     ]
+    if s.splice_responses:
+        lines.append("    option splice-response")
     lines += [
         f"    http-error status {code} {html} file {paths.page(code)} hdr Cache-Control no-store"
         for code in (502, 504)

@@ -95,6 +95,10 @@ class EdgeSettings:
     server_timeout: float = 3600.0
     header_timeout: float = 30.0
     connect_retries: int = 1  # each retry waits ~1 s: a pod still starting gets that grace
+    # Response bodies move from the pod's socket to the client's with splice(2), never copied
+    # through HAProxy's buffers: 1 MiB downloads 1.4-1.9x faster (bench/edge.py). Plain HTTP
+    # only (TLS cannot be spliced); False is for comparing and for kernels that misbehave.
+    splice_responses: bool = True
     haproxy: str = "haproxy"  # the binary, looked up on PATH (and /usr/sbin) when not a path
     stop_timeout: float = 10.0
 

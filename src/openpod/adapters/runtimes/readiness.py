@@ -7,6 +7,7 @@ something else), an app port when it accepts a TCP connection.
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterable, Mapping
 
@@ -53,29 +54,38 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+# Pods' host ports come from below Linux's default ephemeral range (32768-60999): a port the
+# kernel could hand to an outgoing connection between our check and the pod's own bind
+# would make the pod's server fail to start.
+POD_PORT_RANGE = (20000, 32767)
+
+
 def allocate_ports(
     bind_host: str,
     container_ports: Iterable[int],
     avoid: set[int],
     previous: Mapping[int, int],
+    port_range: tuple[int, int] = POD_PORT_RANGE,
 ) -> dict[int, int]:
     """Pick a free host port for each container port: container port -> host port.
 
     A port a pod had before is reused when it is free again, so that addresses (and
-    `[host]:port` known_hosts entries) stay stable across stop/resume. Otherwise the
-    kernel picks one (bind to port 0). Every chosen port stays bound until all are
-    chosen, so one call never hands out the same port twice; `avoid` holds ports other
-    live pods own but may not be listening on yet.
+    `[host]:port` known_hosts entries) stay stable across stop/resume. Otherwise a free
+    port is drawn at random from `port_range`. Every chosen port stays bound until all
+    are chosen, so one call never hands out the same port twice; `avoid` holds ports
+    other live pods own but may not be listening on yet.
     """
+    low, high = port_range
+    draws = min(256, high - low + 1)
     held: list[socket.socket] = []
     mapping: dict[int, int] = {}
     try:
         for cport in dict.fromkeys(container_ports):
             wanted = previous.get(cport)
             candidates = [wanted] if wanted and wanted not in avoid else []
-            candidates += [0] * 16  # the kernel may hand back a port in `avoid`
+            candidates += random.sample(range(low, high + 1), draws)
             for candidate in candidates:
-                sock = _try_bind(bind_host, candidate, reuse=candidate != 0)
+                sock = _try_bind(bind_host, candidate, reuse=candidate == wanted)
                 if sock is None:
                     continue
                 port = int(sock.getsockname()[1])
