@@ -29,12 +29,12 @@ import httpx
 from websockets.asyncio.client import connect
 
 from bench.results import write_section
-from openpod.adapters.runtimes.local import LocalRuntime
 from tests.support.net import free_port
 from tests.support.platform import (
     ControlPlane,
     EdgeProc,
     NodeAgentProc,
+    remove_pods,
     signup,
     wait_node_online,
 )
@@ -312,9 +312,7 @@ def main() -> None:
     finally:
         if node is not None:
             node.stop()
-            runtime = LocalRuntime(root / "node")
-            for obs in runtime.adopt():
-                runtime.remove(obs.pod_id, 1.0)
+            remove_pods(root / "node")
         plane.stop()
         edge.stop()
         shutil.rmtree(root, ignore_errors=True)

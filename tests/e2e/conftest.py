@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.platform import Api, ControlPlane, NodeAgentProc, signup, wait_node_online
+from tests.support.platform import (
+    Api,
+    ControlPlane,
+    NodeAgentProc,
+    remove_pods,
+    signup,
+    wait_node_online,
+)
 
 GPUS = "NVIDIA GeForce RTX 4090:4,NVIDIA H100 80GB HBM3:2"
 
@@ -56,14 +63,6 @@ def platform() -> Iterator[Platform]:
             client.http.close()
         if node is not None:
             node.stop()
-            _remove_pods(root / "node")
+            remove_pods(root / "node")
         plane.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _remove_pods(node_root: Path) -> None:
-    from openpod.adapters.runtimes.local import LocalRuntime
-
-    runtime = LocalRuntime(node_root)
-    for obs in runtime.adopt():
-        runtime.remove(obs.pod_id, 1.0)

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from openpod.adapters.runtimes.local import LocalRuntime
 from tests.support.net import wait_until
 from tests.support.platform import (
     Api,
@@ -27,6 +26,7 @@ from tests.support.platform import (
     EdgeProc,
     GatewayProc,
     NodeAgentProc,
+    remove_pods,
     signup,
     wait_node_online,
 )
@@ -106,9 +106,7 @@ def access() -> Iterator[Access]:
             client.http.close()
         if node is not None:
             node.stop()
-            runtime = LocalRuntime(root / "node")
-            for obs in runtime.adopt():
-                runtime.remove(obs.pod_id, 1.0)
+            remove_pods(root / "node")
         plane.stop()
         gateway.stop()
         edge.stop()

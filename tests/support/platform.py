@@ -187,3 +187,12 @@ class GatewayProc(Proc):
 
     def public_key(self) -> str:
         return self.host_key.with_name(self.host_key.name + ".pub").read_text().strip()
+
+
+def remove_pods(node_root: Path) -> None:
+    """Remove every pod a local node's runtime still holds (teardown after its agent stops)."""
+    from openpod.adapters.runtimes.local import LocalRuntime
+
+    runtime = LocalRuntime(node_root)
+    for obs in runtime.adopt():
+        runtime.remove(obs.pod_id, 1.0)
