@@ -12,10 +12,11 @@ from pathlib import Path
 from openpod.cli import config as cfg
 from openpod.cli.client import Json
 from openpod.cli.ssh import KNOWN_HOSTS_FILE, pin_host_key
+from openpod.domain.ids import POD_HOST_SUFFIX
 
 BEGIN = "# >>> openpod (written by `openpod ssh config`; edits inside are replaced)"
 END = "# <<< openpod"
-POD_SUFFIX = ".openpod"
+POD_SUFFIX = POD_HOST_SUFFIX
 
 
 def host_block(gateway: Json, known_hosts: Path) -> str:

@@ -6,6 +6,9 @@ import string
 
 _POD_ALPHABET = string.ascii_lowercase + string.digits
 POD_ID_LENGTH = 12
+# `ssh POD.openpod` (the ~/.ssh/config block `openpod ssh config` writes): the gateway is
+# asked for this name and strips the suffix.
+POD_HOST_SUFFIX = ".openpod"
 
 
 def new_pod_id() -> str:

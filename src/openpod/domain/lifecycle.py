@@ -85,7 +85,6 @@ _USER_WORDS = {E.STOP: "stop", E.RESUME: "resume", E.TERMINATE: "terminate"}
 # Statuses in which a pod may hold GPUs on its node: until the node confirms that its
 # processes are gone (stopped, removed), nothing else may be placed on them.
 HOLDS_GPUS = frozenset({S.PENDING, S.STARTING, S.RUNNING, S.STOPPING, S.TERMINATING})
-FINAL = frozenset({S.TERMINATED})
 
 
 def next_status(current: PodStatus, event: PodEvent) -> PodStatus:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from openpod.adapters.store import Account, GpuType, Node, Pod
+from openpod.adapters.store import Account, GpuType, Pod
 from openpod.adapters.store.models import utcnow
 from openpod.domain import ids
 from openpod.domain.env import validate_env
@@ -214,7 +214,3 @@ def pods_of_node(session: Session, node_id: str) -> list[Pod]:
     """Every pod a node must know about: all but those confirmed terminated."""
     query = select(Pod).where(Pod.node_id == node_id, Pod.status != PodStatus.TERMINATED.value)
     return list(session.scalars(query.order_by(Pod.id)))
-
-
-def node_of(session: Session, pod: Pod) -> Node | None:
-    return session.get(Node, pod.node_id) if pod.node_id else None

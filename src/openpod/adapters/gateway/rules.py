@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 
 from openpod.adapters.gateway.errors import BadDestination
+from openpod.domain.ids import POD_HOST_SUFFIX
 
 POD_SSH_PORT = 22
-POD_HOST_SUFFIX = ".openpod"  # the same as openpod.cli.ssh_config.POD_SUFFIX
 _POD_ID = re.compile(r"[a-z0-9]{1,63}")  # a DNS label; new_pod_id() makes 12 of these chars
 _SHOWN_CHARS = 64  # how much of a bad host name is echoed back
 
