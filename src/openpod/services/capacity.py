@@ -26,12 +26,23 @@ def release(session: Session, pod: Pod) -> None:
 
 
 def used_indices(session: Session, node_id: str) -> set[int]:
-    query = select(GpuAllocation.gpu_index).where(GpuAllocation.node_id == node_id)
-    return set(session.scalars(query))
+    return used_by_node(session, [node_id]).get(node_id, set())
 
 
-def free_indices(session: Session, node: Node, gpu_type_id: str) -> list[int]:
-    used = used_indices(session, node.id)
+def used_by_node(session: Session, node_ids: Iterable[str]) -> dict[str, set[int]]:
+    """node id → GPU indices held there, for many nodes in one query."""
+    ids = list(node_ids)
+    used: dict[str, set[int]] = {}
+    if ids:
+        query = select(GpuAllocation.node_id, GpuAllocation.gpu_index).where(
+            GpuAllocation.node_id.in_(ids)
+        )
+        for node_id, index in session.execute(query):
+            used.setdefault(node_id, set()).add(index)
+    return used
+
+
+def free_indices(node: Node, gpu_type_id: str, used: set[int]) -> list[int]:
     return [
         int(g["index"])
         for g in node.gpus
@@ -42,16 +53,11 @@ def free_indices(session: Session, node: Node, gpu_type_id: str) -> list[int]:
 def counts_by_type(session: Session, nodes: Iterable[Node]) -> dict[str, tuple[int, int]]:
     """GPU type → (free, total) over online nodes, in one query for all of them."""
     online = [node for node in nodes if node.online]
-    used: set[tuple[str, int]] = set()
-    if online:
-        query = select(GpuAllocation.node_id, GpuAllocation.gpu_index).where(
-            GpuAllocation.node_id.in_([node.id for node in online])
-        )
-        used = {(node_id, index) for node_id, index in session.execute(query)}
+    used = used_by_node(session, (node.id for node in online))
     counts: dict[str, tuple[int, int]] = {}
     for node in online:
+        held = used.get(node.id, set())
         for gpu in node.gpus:
             free, total = counts.get(gpu["type"], (0, 0))
-            taken = (node.id, int(gpu["index"])) in used
-            counts[gpu["type"]] = (free + (not taken), total + 1)
+            counts[gpu["type"]] = (free + (int(gpu["index"]) not in held), total + 1)
     return counts

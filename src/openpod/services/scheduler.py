@@ -33,8 +33,10 @@ def place(session: Session, gpu_type_id: str, gpu_count: int) -> Placement:
     """Best fit: the node whose free GPUs of this type are fewest while still enough."""
     candidates: list[tuple[int, Node, list[int]]] = []
     free_total = total = 0
-    for node in _lock_nodes(session):
-        free = capacity.free_indices(session, node, gpu_type_id)
+    nodes = _lock_nodes(session)
+    used = capacity.used_by_node(session, (node.id for node in nodes))
+    for node in nodes:
+        free = capacity.free_indices(node, gpu_type_id, used.get(node.id, set()))
         free_total += len(free)
         total += sum(1 for g in node.gpus if g["type"] == gpu_type_id)
         if len(free) >= gpu_count:
@@ -62,7 +64,7 @@ def place_on(
     if not nodes:
         raise NoCapacity("its node is offline (the pod's /workspace lives on that node)")
     node = nodes[0]
-    free = capacity.free_indices(session, node, gpu_type_id)
+    free = capacity.free_indices(node, gpu_type_id, capacity.used_indices(session, node.id))
     if len(free) < gpu_count:
         total = sum(1 for g in node.gpus if g["type"] == gpu_type_id)
         raise NoCapacity(

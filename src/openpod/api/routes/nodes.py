@@ -41,8 +41,7 @@ async def register_node(body: schemas.NodeCreate, state: State, key: Key) -> sch
     return schemas.NodeCreated(id=node.id, name=node.name, token=token)
 
 
-def _node_out(session: Session, node: Node) -> schemas.NodeOut:
-    used = capacity.used_indices(session, node.id)
+def _node_out(node: Node, used: set[int]) -> schemas.NodeOut:
     return schemas.NodeOut(
         id=node.id,
         name=node.name,
@@ -60,7 +59,9 @@ def _node_out(session: Session, node: Node) -> schemas.NodeOut:
 @router.get("/nodes")
 async def list_nodes(state: State, key: Key) -> list[schemas.NodeOut]:
     def load(session: Session, account: Account) -> list[schemas.NodeOut]:
-        return [_node_out(session, n) for n in providers.list_nodes(session, account)]
+        nodes = providers.list_nodes(session, account)
+        used = capacity.used_by_node(session, (n.id for n in nodes))
+        return [_node_out(n, used.get(n.id, set())) for n in nodes]
 
     return await as_account(state, key, load, readonly=True)
 
