@@ -20,8 +20,12 @@ keepalive to the upstream on both (HAProxy `http-reuse always`, checked by its c
 counters; nginx `keepalive 64` over HTTP/1.1), no access log on either, both set the
 X-Forwarded-For/-Proto/-Host headers. nginx gets 64 KiB proxy buffers: with its defaults
 (4 KiB pages, a temp file past 32 KiB) it moves 1 MiB bodies ~3x slower, which would flatter
-the edge. The edge also does what nginx is not asked to (its private-pod token and cookie rules,
-skipped for a public pod but still evaluated).
+the edge. Every server runs in its own session, as `EdgeProxy` starts HAProxy: with the kernel's
+autogroup scheduling (on in Debian) a session is one CPU group, so a proxy left in wrk's
+session would get a different share of the 2 cores than one in its own (measured here: the
+same haproxy.cfg served 10-20% fewer requests/s in wrk's session than in its own). A public pod's request
+runs 7 http-request rules at the edge; a private pod's token and cookie checks sit in a backend
+of their own that public pods never enter.
 
 Measured with wrk (2 threads, 64 connections, 3 s after a 1 s warm-up, `--latency`), 5 runs
 per target for small bodies and 3 for 1 MiB ones, medians reported: requests/s and p99 latency
@@ -177,7 +181,9 @@ class Nginx:
     def start(self, port: int) -> None:
         argv = ["nginx", "-c", str(self.config), "-p", str(self.home)]
         argv += ["-e", str(self.home / "error.log"), "-g", "daemon off;"]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        # Its own session, as the edge runs: with autogroup scheduling (Debian's default) a
+        # session is one scheduling group, and a proxy sharing wrk's would be favoured.
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while not port_open(port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -416,10 +422,10 @@ def report(results: Results) -> str:
         "",
         f"Edge / nginx at {top:,} routes: **{small_ratio:.2f}x** requests/s (target ≥ 0.9x); "
         f"CPU per request, nginx / edge: {cpu_ratio:.2f}x. Direct (no proxy) is the ceiling. "
-        "The edge runs ~20 http-request rules per request (private-pod token and cookie "
-        "checks, cookie stripping, X-Forwarded-*) where nginx runs a map and four headers; "
-        "a config keeping only the map lookup and set-dst measured 0.90-1.02x of nginx while "
-        "this benchmark was written. The route count costs neither proxy anything visible.",
+        "A public pod's request runs the map lookup, the 404 check, X-Forwarded-* and set-dst "
+        "(the private-pod token checks live in a backend public pods never enter); every "
+        "server runs in its own session, as the edge does, so that autogroup scheduling "
+        "treats them alike. The route count costs neither proxy anything visible.",
         "",
         f"1 MiB responses ({top:,} routes), MB/s of body (10^6 bytes):",
         "",

@@ -95,27 +95,10 @@ def render_config(settings: EdgeSettings, paths: EdgePaths) -> str:
         lines.append(
             f"    bind {s.bind_host}:{s.https_port} ssl crt {s.certificate} alpn h2,http/1.1"
         )
-    lines += [
-        # Which pod: the Host (or :authority) without its port, lower-cased, exactly matched.
-        "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
-        f"    http-request set-var(txn.pod) var(txn.host),map_str({paths.routes_map})",
-        f"    http-request return status 404 {html} file {paths.page(404)} "
-        "hdr Cache-Control no-store unless { var(txn.pod) -m found }",
-        # Private pods: the third field is sha256(token); the request proves it knows the token.
-        "    http-request set-var(txn.need) var(txn.pod),field(3,:)",
-        "    acl private var(txn.need) -m len 1:",
-        f"    acl has_cookie req.cook_cnt({TOKEN_COOKIE}) gt 0",
-        "    acl has_bearer req.fhdr(authorization) -m beg -i bearer\\ ",
-        "    http-request set-var(txn.tok_h) req.fhdr(authorization),bytes(7),sha2(256),hex,lower "
-        "if private has_bearer",
-        f"    http-request set-var(txn.tok_c) req.cook({TOKEN_COOKIE}),sha2(256),hex,lower "
-        "if private has_cookie",
-        "    acl bearer_ok var(txn.tok_h),secure_memcmp(txn.need)",
-        "    acl cookie_ok var(txn.tok_c),secure_memcmp(txn.need)",
-        f"    http-request return status 401 {html} file {paths.page(401)} "
-        "hdr WWW-Authenticate Bearer hdr Cache-Control no-store if private !bearer_ok !cookie_ok",
-        # The edge's credentials stop here: the pod never sees the token it was opened with.
-        "    http-request del-header Authorization if private bearer_ok",
+    # Without a TLS listener every request arrived over plain HTTP: a constant is cheaper.
+    proto = "http" if s.https_port is None else "%[ssl_fc,iif(https,http)]"
+    acl_cookie = f"    acl has_cookie req.cook_cnt({TOKEN_COOKIE}) gt 0"
+    strip_cookie = [
         f"    http-request replace-header Cookie ^\\s*{TOKEN_COOKIE}=[^;]*(;\\s*)?(.*)$ \\2 "
         "if has_cookie",
         f"    http-request replace-header Cookie ^(.*?);\\s*{TOKEN_COOKIE}=[^;]*(.*)$ \\1\\2 "
@@ -125,18 +108,57 @@ def render_config(settings: EdgeSettings, paths: EdgePaths) -> str:
         f'    http-request return status 400 content-type text/plain string "too many '
         f'{TOKEN_COOKIE} cookies" if has_cookie',
         "    http-request del-header Cookie if { req.fhdr(cookie) -m len 0 }",
-        # This edge is the first hop: what the client claims about forwarding is replaced.
-        "    http-request set-header X-Forwarded-For %[src]",
-        "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
-        "    http-request set-header X-Forwarded-Proto http unless { ssl_fc }",
+    ]
+    lines += [
+        # Which pod: the Host (or :authority) without its port, lower-cased, exactly matched.
+        "    http-request set-var(txn.pod) req.hdr(host),field(1,:),lower,"
+        f"map_str({paths.routes_map})",
+        f"    http-request return status 404 {html} file {paths.page(404)} "
+        "hdr Cache-Control no-store unless { var(txn.pod) -m found }",
+        # This edge is the first hop: what the client claims about forwarding is replaced
+        # (`option forwardfor` appends, so the client's own X-Forwarded-For goes first).
+        "    http-request del-header X-Forwarded-For",
+        "    option forwardfor",
+        f"    http-request set-header X-Forwarded-Proto {proto}",
         "    http-request set-header X-Forwarded-Host %[req.hdr(host)]",
         "    http-request set-dst var(txn.pod),field(1,:)",
         "    http-request set-dst-port var(txn.pod),field(2,:)",
+        # A private pod's route carries sha256(its token) as a third field. Its checks live in
+        # their own backend so that a public pod's request never evaluates them.
+        "    use_backend private_pods if { var(txn.pod),field(3,:) -m len 1: }",
+        # A public pod never sees the edge's cookie either (it may be another pod's token).
+        acl_cookie,
+        "    use_backend public_pods_cookie if has_cookie",
         "    default_backend pods",
         "",
         "backend pods",
         # Connections are keyed by destination, so reuse never crosses pods.
         "    http-reuse always",
+        "    server pod 0.0.0.0:0",
+        "",
+        "backend public_pods_cookie",
+        "    http-reuse always",
+        acl_cookie,
+        *strip_cookie,
+        "    server pod 0.0.0.0:0",
+        "",
+        "backend private_pods",
+        "    http-reuse always",
+        acl_cookie,
+        # The request proves it knows the token: by a Bearer header or the edge's cookie.
+        "    http-request set-var(txn.need) var(txn.pod),field(3,:)",
+        "    acl has_bearer req.fhdr(authorization) -m beg -i bearer\\ ",
+        "    http-request set-var(txn.tok_h) req.fhdr(authorization),bytes(7),sha2(256),hex,lower "
+        "if has_bearer",
+        f"    http-request set-var(txn.tok_c) req.cook({TOKEN_COOKIE}),sha2(256),hex,lower "
+        "if has_cookie",
+        "    acl bearer_ok var(txn.tok_h),secure_memcmp(txn.need)",
+        "    acl cookie_ok var(txn.tok_c),secure_memcmp(txn.need)",
+        f"    http-request return status 401 {html} file {paths.page(401)} "
+        "hdr WWW-Authenticate Bearer hdr Cache-Control no-store if !bearer_ok !cookie_ok",
+        # The edge's credentials stop here: the pod never sees the token it was opened with.
+        "    http-request del-header Authorization if bearer_ok",
+        *strip_cookie,
         "    server pod 0.0.0.0:0",
         "",
     ]
