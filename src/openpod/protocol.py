@@ -38,6 +38,9 @@ class PodAssignment(BaseModel):
     desired: Literal["running", "stopped", "terminated"]
     spec: PodSpec
     revision: int = 0  # grows at every change of what is wanted: orders overtaking messages
+    # The run's meter (docs/metering.md): its token, and how often it sends a heartbeat.
+    meter_token: str | None = None
+    meter_heartbeat: float = 5.0
 
 
 class PodReport(BaseModel):
@@ -54,6 +57,7 @@ class PodReport(BaseModel):
     ssh_host_key: str | None = None
     exit_code: int | None = None
     reason: str | None = None
+    exited_at: float | None = None  # node clock, when the workload was seen to exit or stop
 
 
 class Hello(BaseModel):

@@ -35,6 +35,11 @@ class ServerSettings(BaseSettings):
     gateway_port: int = 2222
     gateway_host_key_file: Path | None = None  # its public host key, shown to clients to pin
     edge_secret_file: Path | None = None
+    # Metering and settlement (docs/metering.md)
+    meter_heartbeat: float = 5.0  # seconds between a meter's heartbeats; grace = 3 of them
+    settlement_period: float = 60.0  # seconds between settlement cuts and funds checks
+    funds_guard: bool = True  # an hour of funds to start a pod; stop pods that run out
+    signup_credit: int = 0  # base units credited to each account at sign-up
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openpod.db'}"

@@ -315,13 +315,17 @@ def test_migration_0004_backfills_allocations_of_pods_holding_gpus(db_url: str) 
     database = Database(db_url)
     try:
         with database.transaction() as s:
-            owner, _ = accounts.create_account(s, "p")
+            # Rows as the schema of revision 0003 has them (the models have grown since).
+            s.execute(sa.table("accounts", *(sa.column(c) for c in (
+                "id", "name", "is_admin", "created_at"))).insert().values(
+                id="acc_1", name="p", is_admin=False, created_at=datetime.now(UTC)))  # fmt: skip
+            owner = s.get(Account, "acc_1", options=[sa.orm.load_only(Account.id)])
+            assert owner is not None
             provider = providers.become_provider(s, owner, "0x" + "ab" * 20)
             node = Node(id="node_1", provider_id=provider.id, name="n", token_hash="h" * 64,
                         gpus=[{"index": i, "type": "NVIDIA H200"} for i in range(4)])  # fmt: skip
             s.add(node)
             s.flush()
-            # Pods as the schema of revision 0003 has them (the model has grown since).
             old_pods = sa.table("pods", *(sa.column(c) for c in (
                 "id", "account_id", "node_id", "name", "image", "gpu_type_id", "gpu_count",
                 "gpu_indices", "ports", "env", "command", "rate_per_second", "desired_status",

@@ -72,7 +72,9 @@ class ControlPlane(Proc):
         ]
         if database_url:
             args += ["--database-url", database_url]
-        super().__init__(args, root / "server.log", env)
+        # Settlements every second as the tests want them; signed-up accounts can pay.
+        defaults = {"OPENPOD_SETTLEMENT_PERIOD": "1", "OPENPOD_SIGNUP_CREDIT": str(10**30)}
+        super().__init__(args, root / "server.log", {**defaults, **(env or {})})
 
     def start(self) -> None:
         super().start()

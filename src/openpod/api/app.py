@@ -15,11 +15,14 @@ from openpod.adapters.edge import EdgeError, EdgeProxy, EdgeSettings, Route
 from openpod.adapters.store import Database, StoreError, migrate
 from openpod.api import errors
 from openpod.api.deps import AppState
-from openpod.api.routes import accounts, gpus, nodes, pods
-from openpod.services import providers
+from openpod.api.routes import accounts, billing, gpus, nodes, pods
+from openpod.services import billing_round, providers
 from openpod.services.connect import ConnectSettings
 from openpod.services.edge_routes import EdgeRouter
+from openpod.services.funds import DatabaseFunds
 from openpod.services.hub import NodeHub
+from openpod.services.meter_hub import MeterHub
+from openpod.services.metering import MeterConfig
 from openpod.settings import ServerSettings
 
 log = logging.getLogger("openpod.api")
@@ -63,6 +66,22 @@ async def _keep_edge_in_step(router: EdgeRouter, db: Database) -> None:
         await asyncio.sleep(EDGE_RECONCILE_SECONDS)
 
 
+async def _settle_every_period(state: AppState) -> None:
+    """Cut settlements, close runs nobody meters any more, stop pods out of funds."""
+    period = state.settings.settlement_period
+    while True:
+        await asyncio.sleep(period)
+        try:
+            changes = await state.hub.run_db(
+                lambda s: billing_round.run(s, state.funds, period, state.meters.config.grace_ms)
+            )
+        except StoreError as error:  # the next round retries
+            log.warning("settlement round failed: %s", error)
+            continue
+        for change in changes:
+            await state.hub.push(change)
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
 
@@ -75,20 +94,29 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             providers.mark_all_offline(session)
         links = connect_settings(settings)
         router = edge_router(settings, links)
-        app.state.openpod = AppState(
+        secret = settings.edge_secret()
+        meters = MeterHub(db, MeterConfig(secret=secret, heartbeat_s=settings.meter_heartbeat))
+        state = AppState(
             settings=settings,
             db=db,
-            hub=NodeHub(db, links, router),
+            hub=NodeHub(db, links, router, meters),
             links=links,
-            edge_secret=settings.edge_secret(),
+            edge_secret=secret,
+            meters=meters,
+            funds=DatabaseFunds() if settings.funds_guard else None,
         )
-        keeper = asyncio.create_task(_keep_edge_in_step(router, db)) if router else None
+        app.state.openpod = state
+        meters.start()
+        tasks = [asyncio.create_task(_settle_every_period(state))]
+        if router is not None:
+            tasks.append(asyncio.create_task(_keep_edge_in_step(router, db)))
         log.info("openpod control plane %s on %s", __version__, db.dialect)
         yield
-        if keeper is not None:
-            keeper.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+                await task
+        await meters.stop()
         db.dispose()
 
     app = FastAPI(
@@ -103,6 +131,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (accounts, gpus, nodes, pods):
+    for module in (accounts, billing, gpus, nodes, pods):
         app.include_router(module.router)
     return app

@@ -14,7 +14,9 @@ from openpod.adapters.store import Account, Database, Pod
 from openpod.api.schemas import PodOut, pod_out
 from openpod.services import accounts
 from openpod.services.connect import ConnectSettings
+from openpod.services.funds import Funds
 from openpod.services.hub import NodeHub
+from openpod.services.meter_hub import MeterHub
 from openpod.settings import ServerSettings
 
 T = TypeVar("T")
@@ -28,6 +30,8 @@ class AppState:
     hub: NodeHub
     links: ConnectSettings
     edge_secret: bytes
+    meters: MeterHub
+    funds: Funds | None  # None: the funds guard is off
 
     def pod_out(self, pod: Pod) -> PodOut:
         return pod_out(pod, self.settings.token_decimals, self.links)

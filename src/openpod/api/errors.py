@@ -12,6 +12,7 @@ from openpod.services.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PaymentRequired,
     ServiceError,
     Unauthenticated,
 )
@@ -19,6 +20,7 @@ from openpod.services.errors import (
 STATUS: list[tuple[type[ServiceError], int]] = [
     (InvalidInput, 400),
     (Unauthenticated, 401),
+    (PaymentRequired, 402),
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),

@@ -249,3 +249,28 @@ def pod_out(pod: Pod, decimals: int, links: connect.ConnectSettings) -> PodOut:
         created_at=pod.created_at,
         last_started_at=pod.last_started_at,
     )
+
+
+class Credit(Wire):
+    amount: str = Field(description="base units to add, a decimal integer string")
+
+
+class Balance(Wire):
+    account_id: str
+    balance: str
+    available: str | None
+
+
+class PodUsageOut(Wire):
+    pod_id: str
+    gpu_type: str
+    gpu_count: int
+    rate_per_second: str
+    seconds: int
+    amount: str
+    settled_seconds: int
+    settled_amount: str
+    pending_seconds: int
+    pending_amount: str
+    running: bool
+    runs: int

@@ -1,5 +1,5 @@
-"""The root ``openpod`` Typer app: ``config`` plus the ``gpu``, ``pod``, ``ssh-key`` and ``ssh``
-command groups. It talks to the openpod API over HTTP only.
+"""The root ``openpod`` Typer app: ``config`` and ``usage`` plus the ``gpu``, ``pod``, ``ssh-key``
+and ``ssh`` command groups. It talks to the openpod API over HTTP only.
 
 ``openpod.entry`` imports :data:`app` and registers the server-side commands on it.
 """
@@ -12,7 +12,7 @@ import typer
 
 from openpod import __version__
 from openpod.cli import config as cfg
-from openpod.cli import gpus, keys, pods, provider, ssh
+from openpod.cli import gpus, keys, pods, provider, ssh, usage
 from openpod.cli.errors import EXIT_CODES_HELP, ExitCode
 from openpod.cli.output import fail, print_line
 
@@ -78,6 +78,7 @@ def config_cmd(
     print_line(f"api key:     {cfg.mask_key(current.api_key)} ({current.api_key_source})")
 
 
+app.command("usage")(usage.usage)
 app.add_typer(gpus.app, name="gpu")
 app.add_typer(pods.app, name="pod")
 app.add_typer(keys.app, name="ssh-key")

@@ -219,6 +219,12 @@ class ApiClient:
             timeout=max(self._timeout, timeout + 15.0),
         )
 
+    # --- usage ---------------------------------------------------------------------------------
+
+    def usage(self, pod: str | None = None) -> list[Json]:
+        """``GET /usage[?pod=POD]``: one entry per pod of the caller (or only ``pod``)."""
+        return self._list("/usage", params={"pod": pod} if pod else None)
+
     # --- account and providers -----------------------------------------------------------------
 
     def me(self) -> Json:

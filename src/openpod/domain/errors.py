@@ -23,3 +23,7 @@ class InvalidEnv(DomainError):
 
 class InvalidTransition(DomainError):
     """A pod lifecycle event that is not allowed in the pod's current status."""
+
+
+class InvalidSettlementTransition(DomainError):
+    """A settlement cannot move from its status to the one asked."""

@@ -147,6 +147,8 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         "OPENPOD_GATEWAY_HOST": "127.0.0.1",
         "OPENPOD_GATEWAY_PORT": str(GATEWAY_PORT),
         "OPENPOD_GATEWAY_HOST_KEY_FILE": f"{host_key}.pub",
+        # The demo account (and any signed up here) starts with 1,000 tokens to spend.
+        "OPENPOD_SIGNUP_CREDIT": env.get("OPENPOD_SIGNUP_CREDIT", str(1000 * 10**18)),
     }
     try:
         procs["edge"] = _spawn(

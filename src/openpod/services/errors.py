@@ -27,3 +27,7 @@ class Conflict(ServiceError):
 
 class NoCapacity(Conflict):
     """No node has the GPUs asked for."""
+
+
+class PaymentRequired(ServiceError):
+    """The account's funds cannot pay for what it asks (an hour of a new pod)."""

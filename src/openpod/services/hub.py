@@ -27,6 +27,7 @@ from openpod.services import node_channel, providers
 from openpod.services.connect import ConnectSettings
 from openpod.services.edge_routes import EdgeRouter
 from openpod.services.errors import InvalidInput
+from openpod.services.meter_hub import MeterHub
 
 log = logging.getLogger("openpod.hub")
 T = TypeVar("T")
@@ -62,10 +63,12 @@ class NodeHub:
         db: Database,
         links: ConnectSettings | None = None,
         router: EdgeRouter | None = None,
+        meters: MeterHub | None = None,
     ) -> None:
         self.db = db
         self.links = links or ConnectSettings()
         self.router = router
+        self.meters = meters
         self._links: dict[str, NodeLink] = {}
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._changes: dict[str, asyncio.Event] = {}
@@ -112,6 +115,7 @@ class NodeHub:
         changed, sync = await self.run_db(connect)
         for pod in changed:
             await self._pod_updated(pod)
+        sync.pods = [self._metered(assignment) for assignment in sync.pods]
         await self._send(node_id, sync.model_dump_json())
         log.info(
             "node %s connected with %d GPUs, %d pods", node_id, len(hello.gpus), len(sync.pods)
@@ -148,7 +152,16 @@ class NodeHub:
         """Tell the pod's node what is now wanted of it (nothing if the node is offline)."""
         await self._pod_updated(change.pod)
         if change.node_id is not None and change.node_id in self._links:
-            await self._send(change.node_id, PodMessage(pod=change.assignment).model_dump_json())
+            message = PodMessage(pod=self._metered(change.assignment))
+            await self._send(change.node_id, message.model_dump_json())
+
+    def _metered(self, assignment: PodAssignment) -> PodAssignment:
+        """A run the node should be running gets its meter's token (derived, never stored)."""
+        if self.meters is None or assignment.desired != "running":
+            return assignment
+        token = self.meters.token_for(assignment.pod_id, assignment.generation)
+        heartbeat = self.meters.config.heartbeat_s
+        return assignment.model_copy(update={"meter_token": token, "meter_heartbeat": heartbeat})
 
     async def _send(self, node_id: str, data: str) -> None:
         link = self._links.get(node_id)

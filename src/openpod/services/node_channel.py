@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from openpod.adapters.store import Pod
 from openpod.domain.lifecycle import DesiredStatus, PodEvent, PodStatus, can
 from openpod.protocol import PodAssignment, PodReport, PodSpec
-from openpod.services import accounts, connect
+from openpod.services import accounts, connect, metering
 from openpod.services.pods import pods_of_node, transition
 
 _NO_LINKS = connect.ConnectSettings()
@@ -127,6 +127,10 @@ def apply_report(
         elif event is PodEvent.START_FAILED:
             reason = report.reason or "the pod failed to start"
         transition(pod, event, reason)
+        if event in (PodEvent.HALTED, PodEvent.EXITED, PodEvent.CRASHED):
+            # The run is over at the time the node saw it end (its clock, as the meter's).
+            at_ms = None if report.exited_at is None else round(report.exited_at * 1000)
+            metering.close_run(session, (pod.id, pod.generation), at_ms)
         if event in (PodEvent.HALTED, PodEvent.EXITED, PodEvent.CRASHED, PodEvent.REMOVED):
             pod.ssh_ready = False
             pod.ready_ports = []

@@ -27,7 +27,7 @@ from openpod.domain.lifecycle import (
 )
 from openpod.domain.ports import parse_ports
 from openpod.domain.sshkeys import parse_public_key
-from openpod.services import capacity, connect, scheduler
+from openpod.services import capacity, connect, funds, scheduler
 from openpod.services.errors import Conflict, InvalidInput, NoCapacity, NotFound
 
 MAX_GPUS_PER_POD = 16
@@ -77,8 +77,11 @@ def _validated(
     return types, ports, env
 
 
-def create_pod(session: Session, account: Account, req: PodRequest) -> Pod:
-    """Validate, place on a node (first GPU type in the list with room) and ask it to start."""
+def create_pod(
+    session: Session, account: Account, req: PodRequest, wallet: funds.Funds | None = None
+) -> Pod:
+    """Validate, place on a node (first GPU type in the list with room) and ask it to start.
+    With `wallet`, the account must have funds for an hour of the pod."""
     types, ports, env = _validated(session, req)
     placement: scheduler.Placement | None = None
     refusals: list[str] = []
@@ -91,6 +94,8 @@ def create_pod(session: Session, account: Account, req: PodRequest) -> Pod:
         break
     if placement is None:
         raise NoCapacity("; ".join(refusals))
+    if wallet is not None:
+        funds.require_an_hour(session, wallet, account.id, gpu_type.rate_per_second, req.gpu_count)
     pod = Pod(
         id=ids.new_pod_id(),
         account_id=account.id,
@@ -180,8 +185,11 @@ def stop_pod(session: Session, account: Account, pod_id: str) -> Pod:
     return pod
 
 
-def resume_pod(session: Session, account: Account, pod_id: str) -> Pod:
-    """Start a stopped pod again on the node that holds its /workspace, at today's rate."""
+def resume_pod(
+    session: Session, account: Account, pod_id: str, wallet: funds.Funds | None = None
+) -> Pod:
+    """Start a stopped pod again on the node that holds its /workspace, at today's rate.
+    With `wallet`, the account must have funds for an hour of it."""
     pod = get_pod(session, account, pod_id, lock=True)
     if pod.status in (PodStatus.STARTING.value, PodStatus.RUNNING.value):
         return pod
@@ -196,6 +204,8 @@ def resume_pod(session: Session, account: Account, pod_id: str) -> Pod:
         raise type(error)(f"cannot resume pod {pod.id}: {error}") from None
     gpu_type = session.get(GpuType, pod.gpu_type_id)
     assert gpu_type is not None
+    if wallet is not None:
+        funds.require_an_hour(session, wallet, account.id, gpu_type.rate_per_second, pod.gpu_count)
     transition(pod, PodEvent.RESUME)
     pod.rate_per_second = gpu_type.rate_per_second
     pod.desired_status = DesiredStatus.RUNNING.value

@@ -28,6 +28,15 @@ class PortRequest:
 
 
 @dataclass(frozen=True)
+class MeterLaunch:
+    """The meter to run beside a pod (docs/metering.md)."""
+
+    url: str  # ws://HOST:PORT/meter/connect
+    token: str  # secret: given to the meter by environment, never on a command line
+    heartbeat_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class PodLaunch:
     """Everything a runtime needs to start (or resume) one pod run."""
 
@@ -39,6 +48,7 @@ class PodLaunch:
     ports: tuple[PortRequest, ...]  # always holds 22/tcp
     gpu_indices: tuple[int, ...]
     public_keys: tuple[str, ...]  # authorized_keys lines (account keys + optional per-pod key)
+    meter: MeterLaunch | None = None  # None: no meter (tests of the runtime alone)
 
 
 class PodPhase(enum.StrEnum):
@@ -64,6 +74,7 @@ class PodObservation:
     ready_ports: tuple[int, ...] = ()  # container ports that accept TCP connections
     exit_code: int | None = None
     reason: str | None = None
+    exited_at: float | None = None  # wall clock, when the exit or stop was recorded
 
 
 class Runtime(Protocol):

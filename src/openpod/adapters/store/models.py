@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -70,6 +71,8 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(100))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     wallet_address: Mapped[str | None] = mapped_column(String(42), default=None)
+    # Funds in token base units, for the database-backed funds guard (services.funds).
+    balance: Mapped[int] = mapped_column(BigUInt, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -185,3 +188,72 @@ class GpuAllocation(Base):
     pod_id: Mapped[str] = mapped_column(ForeignKey("pods.id"), index=True)
     # Declared so that a unit of work inserts the pod before its allocations.
     pod: Mapped[Pod] = relationship()
+
+
+class PodRun(Base):
+    """One run of a pod (its generation): what it costs, and its meter's usage so far.
+
+    `intervals`, `next_seq`, `open_` and `closed` are domain.metering.Usage as stored;
+    `billed_seconds` is the watermark that settlements have been cut up to."""
+
+    __tablename__ = "pod_runs"
+
+    pod_id: Mapped[str] = mapped_column(ForeignKey("pods.id"), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"))
+    payout_wallet: Mapped[str] = mapped_column(String(42))
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    gpu_type_id: Mapped[str] = mapped_column(ForeignKey("gpu_types.id"))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    rate_per_second: Mapped[int] = mapped_column(BigUInt)  # per GPU, fixed at the run's start
+    grace_ms: Mapped[int] = mapped_column(BigInteger)
+    next_seq: Mapped[int] = mapped_column(BigInteger, default=1)
+    max_seq: Mapped[int] = mapped_column(BigInteger, default=0)  # highest seq stored
+    intervals: Mapped[list[Any]] = mapped_column(default=list)  # [[start_ms, end_ms], ...]
+    billable_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    open_: Mapped[bool] = mapped_column("open", Boolean, default=False)
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    billed_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_event_at: Mapped[datetime | None] = mapped_column(default=None)  # control plane clock
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class MeterEventRow(Base):
+    """One event as a meter sent it; (pod, generation, seq) once, however often it came."""
+
+    __tablename__ = "meter_events"
+
+    pod_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Settlement(Base):
+    """Seconds of one run cut for payment: user → provider's payout wallet."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (UniqueConstraint("pod_id", "generation", "from_second"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pod_id: Mapped[str] = mapped_column(String(16), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"))
+    payout_wallet: Mapped[str] = mapped_column(String(42))
+    gpu_type_id: Mapped[str] = mapped_column(String(100))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    rate_per_second: Mapped[int] = mapped_column(BigUInt)
+    from_second: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigUInt)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

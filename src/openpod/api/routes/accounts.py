@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from openpod.adapters.store import Account, SSHKey
 from openpod.api import schemas
 from openpod.api.deps import Key, State, as_account
-from openpod.services import accounts, providers
+from openpod.services import accounts, funds, providers
 from openpod.services.errors import Forbidden
 
 router = APIRouter(tags=["accounts"])
@@ -19,7 +19,15 @@ async def create_account(body: schemas.AccountCreate, state: State) -> schemas.A
     """Sign up: a new account and its API key (shown once, stored hashed)."""
     if not state.settings.open_signup:
         raise Forbidden("sign-up is closed on this control plane: ask an admin for an account")
-    account, key = await state.hub.run_db(lambda s: accounts.create_account(s, body.name))
+    credit = state.settings.signup_credit
+
+    def create(session: Session) -> tuple[Account, str]:
+        account, key = accounts.create_account(session, body.name)
+        if credit > 0:
+            funds.credit(session, account.id, credit)
+        return account, key
+
+    account, key = await state.hub.run_db(create)
     return schemas.AccountCreated(id=account.id, name=account.name, api_key=key)
 
 

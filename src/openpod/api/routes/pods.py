@@ -38,7 +38,7 @@ async def create_pod(body: schemas.PodCreate, state: State, key: Key) -> schemas
         private=body.private,
     )
     change = await as_account(
-        state, key, lambda s, a: PodChange.of(s, pods.create_pod(s, a, request))
+        state, key, lambda s, a: PodChange.of(s, pods.create_pod(s, a, request, state.funds))
     )
     await state.hub.push(change)
     return state.pod_out(change.pod)
@@ -81,7 +81,7 @@ async def stop_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
 @router.post("/pods/{pod_id}/resume", include_in_schema=False)
 async def resume_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
     """Resume a stopped pod on the same node (where its /workspace is), if its GPUs are free."""
-    return await _act(state, key, lambda s, a: pods.resume_pod(s, a, pod_id))
+    return await _act(state, key, lambda s, a: pods.resume_pod(s, a, pod_id, state.funds))
 
 
 @router.delete("/pods/{pod_id}")
