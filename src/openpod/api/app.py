@@ -134,3 +134,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     for module in (accounts, billing, gpus, nodes, pods):
         app.include_router(module.router)
     return app
+
+
+def create_asgi(settings: ServerSettings | None = None) -> billing.MeterSocket:
+    """What `openpod server` serves: the app, with the meters' WebSocket in front of it."""
+    return billing.MeterSocket(create_app(settings))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Node, Pod
@@ -34,6 +34,7 @@ GRACE_HEARTBEATS = 3
 RunKey = tuple[str, int]  # (pod id, generation)
 # Core tables for executemany (an ORM update with a list of rows means "by primary key").
 RUNS = cast(Table, PodRun.__table__)
+EVENTS = cast(Table, MeterEventRow.__table__)
 
 
 class InvalidMeterToken(Exception):
@@ -93,7 +94,6 @@ class IngestResult:
 
 @dataclass
 class _Run:
-    row: dict[str, Any]
     usage: Usage
     max_seq: int
     was_closed: bool
@@ -105,32 +105,28 @@ def _usage(row: Any) -> Usage:
         grace_ms=row.grace_ms,
         next_seq=row.next_seq,
         intervals=[list(pair) for pair in row.intervals],
-        open_=row.open_,
+        open_=row.open,
         closed=row.closed,
     )
 
 
 def _run_columns() -> list[Any]:
-    return [
-        PodRun.pod_id,
-        PodRun.generation,
-        PodRun.grace_ms,
-        PodRun.next_seq,
-        PodRun.max_seq,
-        PodRun.intervals,
-        PodRun.open_,
-        PodRun.closed,
-    ]
+    c = RUNS.c  # Core columns: the rows skip the ORM's loading machinery (hot path)
+    return [c.pod_id, c.generation, c.grace_ms, c.next_seq, c.max_seq, c.intervals, c.open,
+            c.closed]  # fmt: skip
 
 
 def _load_runs(session: Session, keys: Sequence[RunKey]) -> dict[RunKey, _Run]:
     runs: dict[RunKey, _Run] = {}
-    for chunk_start in range(0, len(keys), 500):
-        chunk = keys[chunk_start : chunk_start + 500]
-        query = select(*_run_columns()).where(tuple_(PodRun.pod_id, PodRun.generation).in_(chunk))
-        for row in session.execute(query):
+    wanted = set(keys)
+    pod_ids = sorted({pod_id for pod_id, _ in keys})
+    for chunk_start in range(0, len(pod_ids), 1000):
+        # By pod id alone (a simpler statement than pairs); other runs of a pod are skipped.
+        chunk = pod_ids[chunk_start : chunk_start + 1000]
+        for row in session.execute(select(*_run_columns()).where(RUNS.c.pod_id.in_(chunk))):
             key = (row.pod_id, row.generation)
-            runs[key] = _Run(dict(row._mapping), _usage(row), row.max_seq, row.closed)
+            if key in wanted:
+                runs[key] = _Run(_usage(row), row.max_seq, row.closed)
     return runs
 
 
@@ -173,21 +169,44 @@ def _open_runs(session: Session, keys: Iterable[RunKey], grace_ms: int) -> dict[
             "created_at": utcnow(),
         }
         rows.append(row)
-        created[(pod.id, generation)] = _Run(row, Usage(grace_ms=grace_ms), 0, False)
+        created[(pod.id, generation)] = _Run(Usage(grace_ms=grace_ms), 0, False)
     if rows:
         session.execute(insert(PodRun), rows)
     return created
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(MeterEventRow).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(MeterEventRow).on_conflict_do_nothing()
-    session.execute(stmt, rows)
+# The two statements every meter message runs, at the driver level (executemany of tuples):
+# SQLAlchemy's per-row parameter processing cost more than the database did (bench/metering.py).
+_INSERT_EVENTS = (
+    "INSERT INTO meter_events (pod_id, generation, seq, kind, at_ms, gpus, received_at) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {json}, {p}) ON CONFLICT DO NOTHING"
+)
+_UPDATE_RUN = (
+    "UPDATE pod_runs SET next_seq = {p}, max_seq = {p}, intervals = {json}, billable_ms = {p}, "
+    '"open" = {p}, closed = {p}, last_event_at = {p}, closed_at = {p} '
+    "WHERE pod_id = {p} AND generation = {p}"
+)
+
+
+def _driver_sql(session: Session, template: str) -> tuple[str, bool]:
+    """The statement in the driver's paramstyle; True where datetimes go as SQLite text."""
+    dialect = session.get_bind().dialect
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    json_mark = mark if dialect.name == "sqlite" else f"CAST({mark} AS JSON)"
+    return template.format(p=mark, json=json_mark), dialect.name == "sqlite"
+
+
+def _when(value: datetime | None, sqlite_text: bool) -> datetime | str | None:
+    """A datetime as the UTCDateTime column stores it (SQLite keeps naive UTC text)."""
+    if value is None or not sqlite_text:
+        return value
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        sql, _ = _driver_sql(session, _INSERT_EVENTS)
+        session.connection().exec_driver_sql(sql, rows)
 
 
 def _stored_after(session: Session, key: RunKey, after_seq: int) -> list[MeterEvent]:
@@ -209,7 +228,9 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
     keys = list(dict.fromkeys(batch.run for batch in batches))
     runs = _load_runs(session, keys)
     runs.update(_open_runs(session, (k for k in keys if k not in runs), grace_ms))
-    event_rows: list[dict[str, Any]] = []
+    event_rows: list[tuple[Any, ...]] = []
+    _, sqlite_text = _driver_sql(session, "")
+    received = _when(now, sqlite_text)
     for batch in batches:
         run = runs.get(batch.run)
         if run is None:
@@ -218,17 +239,11 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
             if event.seq < run.usage.next_seq:
                 continue  # stored and applied already
             run.new_events.append(event)
+            gpus = json.dumps([sample.__dict__ for sample in event.gpus])
             event_rows.append(
-                {
-                    "pod_id": batch.run[0],
-                    "generation": batch.run[1],
-                    "seq": event.seq,
-                    "kind": event.kind.value,
-                    "at_ms": event.at_ms,
-                    "gpus": [sample.__dict__ for sample in event.gpus],
-                    "received_at": now,
-                }
-            )
+                (batch.run[0], batch.run[1], event.seq, event.kind.value, event.at_ms, gpus,
+                 received)
+            )  # fmt: skip
     _insert_ignoring_duplicates(session, event_rows)
     changed: list[tuple[RunKey, _Run]] = []
     for key, run in runs.items():
@@ -246,38 +261,14 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
                 usage.apply(event)
         changed.append((key, run))
     if changed:
-        session.execute(
-            update(RUNS)
-            .where(
-                RUNS.c.pod_id == bindparam("k_pod"),
-                RUNS.c.generation == bindparam("k_gen"),
-            )
-            .values(
-                next_seq=bindparam("v_next"),
-                max_seq=bindparam("v_max"),
-                intervals=bindparam("v_intervals"),
-                billable_ms=bindparam("v_billable"),
-                open=bindparam("v_open"),
-                closed=bindparam("v_closed"),
-                last_event_at=bindparam("v_now"),
-                closed_at=bindparam("v_closed_at"),
-            ),
-            [
-                {
-                    "k_pod": key[0],
-                    "k_gen": key[1],
-                    "v_next": run.usage.next_seq,
-                    "v_max": run.max_seq,
-                    "v_intervals": run.usage.intervals,
-                    "v_billable": run.usage.billable_ms,
-                    "v_open": run.usage.open_,
-                    "v_closed": run.usage.closed,
-                    "v_now": now,
-                    "v_closed_at": now if run.usage.closed else None,
-                }
-                for key, run in changed
-            ],
-        )
+        sql, _ = _driver_sql(session, _UPDATE_RUN)
+        rows = [
+            (run.usage.next_seq, run.max_seq, json.dumps(run.usage.intervals),
+             run.usage.billable_ms, run.usage.open_, run.usage.closed, received,
+             received if run.usage.closed else None, key[0], key[1])
+            for key, run in changed
+        ]  # fmt: skip
+        session.connection().exec_driver_sql(sql, rows)
         just_closed = [key for key, run in changed if run.usage.closed and not run.was_closed]
         if just_closed:
             cut(session, only=just_closed)
@@ -311,7 +302,13 @@ def close_run(session: Session, key: RunKey, at_ms: int | None) -> bool:
     run = session.get(PodRun, key, with_for_update=True)
     if run is None or run.closed:
         return False
-    usage = _usage(run)
+    usage = Usage(
+        grace_ms=run.grace_ms,
+        next_seq=run.next_seq,
+        intervals=[list(pair) for pair in run.intervals],
+        open_=run.open_,
+        closed=run.closed,
+    )
     usage.close(at_ms)
     run.intervals = usage.intervals
     run.billable_ms = usage.billable_ms

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
+from starlette.types import Message, Receive, Scope, Send
 
 from openpod.adapters.store import Account
 from openpod.api import schemas
@@ -15,6 +16,7 @@ from openpod.api.deps import AppState, Key, State, as_account
 from openpod.domain.metering import MeterEventError, parse_batch
 from openpod.services import funds, metering, usage
 from openpod.services.errors import Forbidden, InvalidInput
+from openpod.services.meter_hub import MeterHub
 
 log = logging.getLogger("openpod.meter")
 router = APIRouter(tags=["billing"])
@@ -79,41 +81,67 @@ async def metrics(state: State) -> str:
     return state.meters.metrics.prometheus()
 
 
-@router.websocket("/meter/connect")
-async def meter_connect(ws: WebSocket) -> None:
-    """A pod's meter (docs/metering.md): welcome, then events in and acks out."""
-    state: AppState = ws.app.state.openpod
-    meters = state.meters
-    await ws.accept()
-    try:
-        run = meters.authenticate(ws.headers.get("authorization"))
-    except metering.InvalidMeterToken:
-        log.warning("meter refused from %s: invalid meter token", ws.client)
-        await ws.close(code=4401, reason="invalid meter token")
-        return
-    meters.metrics.connected += 1
-    try:
-        welcome = await meters.welcome(run)
-        await ws.send_text(
-            json.dumps({"type": "welcome", "acked": welcome.acked, "closed": welcome.closed})
+class MeterSocket:
+    """The meters' WebSocket (docs/metering.md) as a bare ASGI app in front of FastAPI.
+
+    Every pod's meter sends a message every few seconds and each gets an answer, so this is
+    the control plane's hottest path; spoken in raw ASGI messages it skips the framework's
+    per-message wrappers (routing, exception middleware, WebSocket state checks). Everything
+    else goes to `app` unchanged."""
+
+    path = "/meter/connect"
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == self.path:
+            await self._session(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        state: AppState = self.app.state.openpod
+        meters = state.meters
+        await send({"type": "websocket.accept"})
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
         )
-        while True:
-            text = await ws.receive_text()
-            try:
-                message = json.loads(text)
-                if not isinstance(message, dict) or message.get("type") != "events":
-                    raise MeterEventError('expected {"type": "events", "events": [...]}')
-                events = parse_batch(message.get("events"))
-            except (ValueError, MeterEventError) as error:
-                meters.metrics.refused["malformed"] += 1
-                log.warning("meter of %s/%s sent a malformed message: %s", *run, error)
-                await ws.send_text(json.dumps({"type": "error", "error": str(error)}))
-                continue
-            ack = await meters.submit(metering.Batch(run, events))
-            await ws.send_text(
-                json.dumps({"type": "ack", "acked": ack.acked, "closed": ack.closed})
-            )
-    except WebSocketDisconnect:
-        pass
-    finally:
-        meters.metrics.connected -= 1
+        try:
+            run = meters.authenticate(authorization)
+        except metering.InvalidMeterToken:
+            log.warning("meter refused from %s: invalid meter token", scope.get("client"))
+            await send({"type": "websocket.close", "code": 4401, "reason": "invalid meter token"})
+            return
+        meters.metrics.connected += 1
+        try:
+            welcome = await meters.welcome(run)
+            text = json.dumps({"type": "welcome", "acked": welcome.acked, "closed": welcome.closed})
+            await send({"type": "websocket.send", "text": text})
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return  # websocket.disconnect
+                answer = await self._answer(meters, run, message)
+                await send({"type": "websocket.send", "text": answer})
+        finally:
+            meters.metrics.connected -= 1
+
+    @staticmethod
+    async def _answer(meters: MeterHub, run: metering.RunKey, message: Message) -> str:
+        raw = message.get("text")
+        if raw is None:
+            raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict) or body.get("type") != "events":
+                raise MeterEventError('expected {"type": "events", "events": [...]}')
+            events = parse_batch(body.get("events"))
+        except (ValueError, MeterEventError) as error:
+            meters.metrics.refused["malformed"] += 1
+            log.warning("meter of %s/%s sent a malformed message: %s", *run, error)
+            return json.dumps({"type": "error", "error": str(error)})
+        ack = await meters.submit(metering.Batch(run, events))
+        return json.dumps({"type": "ack", "acked": ack.acked, "closed": ack.closed})
