@@ -32,6 +32,7 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.pod_startup
 	$(BIN)/python -m bench.edge
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.meter
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

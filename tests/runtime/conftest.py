@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openpod.adapters.runtimes.base import PodLaunch, PortRequest
+from openpod.adapters.runtimes.base import MeterLaunch, PodLaunch, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
 
 
@@ -43,8 +43,11 @@ def make_launch(client_key: Path) -> Callable[..., PodLaunch]:
         env: dict[str, str] | None = None,
         gpus: tuple[int, ...] = (),
         ports: tuple[int, ...] = (22,),
+        meter: MeterLaunch | None = None,
     ) -> PodLaunch:
         requests = tuple(PortRequest(p, "tcp") for p in ports)
-        return PodLaunch(pod_id, generation, "local", command, env or {}, requests, gpus, (public,))
+        return PodLaunch(
+            pod_id, generation, "local", command, env or {}, requests, gpus, (public,), meter
+        )
 
     return make

@@ -7,13 +7,14 @@ import asyncio
 import pytest
 
 from openpod.adapters.runtimes.base import (
+    MeterLaunch,
     PodLaunch,
     PodObservation,
     PodPhase,
     PodStartError,
 )
-from openpod.node.agent import NodeAgent, channel_url
-from openpod.node.reconcile import launch_of, reconcile
+from openpod.node.agent import NodeAgent, channel_url, meter_url
+from openpod.node.reconcile import launch_of, reconcile, report_of
 from openpod.protocol import PodAssignment, PodSpec, Sync
 
 
@@ -24,9 +25,11 @@ class FakeRuntime:
         self.obs = PodObservation("p1", generation, phase)
         self.calls: list[str] = []
         self.fail_start: str | None = None
+        self.launches: list[PodLaunch] = []
 
     def start(self, launch: PodLaunch) -> PodObservation:
         self.calls.append(f"start:{launch.generation}")
+        self.launches.append(launch)
         if self.fail_start:
             raise PodStartError(self.fail_start)
         self.obs = PodObservation("p1", launch.generation, PodPhase.STARTING, {22: 4000})
@@ -49,7 +52,11 @@ class FakeRuntime:
 
 
 def _want(
-    desired: str, generation: int = 1, revision: int = 0, pod_id: str = "p1"
+    desired: str,
+    generation: int = 1,
+    revision: int = 0,
+    pod_id: str = "p1",
+    meter_token: str | None = None,
 ) -> PodAssignment:
     spec = PodSpec(image="i", ports=["22/tcp", "8888/http"], gpu_indices=[1, 3], public_keys=["k"])
     return PodAssignment.model_validate(
@@ -59,6 +66,8 @@ def _want(
             "desired": desired,
             "revision": revision,
             "spec": spec.model_dump(),
+            "meter_token": meter_token,
+            "meter_heartbeat": 2.5,
         }
     )
 
@@ -101,6 +110,19 @@ def test_launch_of_an_assignment() -> None:
     assert [(p.port, p.protocol) for p in launch.ports] == [(22, "tcp"), (8888, "http")]
     assert launch.gpu_indices == (1, 3)
     assert launch.public_keys == ("k",)
+    assert launch.meter is None  # no meter token: no meter
+
+
+def test_launch_of_an_assignment_with_a_meter() -> None:
+    url = "ws://h:1/meter/connect"
+    launch = launch_of(_want("running", meter_token="mt1.p1.1.x"), url)
+    assert launch.meter == MeterLaunch(url, "mt1.p1.1.x", 2.5)
+    assert launch_of(_want("running", meter_token="mt1.p1.1.x")).meter is None  # no URL
+
+
+def test_exited_at_is_reported() -> None:
+    obs = PodObservation("p1", 1, PodPhase.EXITED, exit_code=0, exited_at=1764140000.5)
+    assert report_of(obs).exited_at == 1764140000.5
 
 
 def test_channel_url() -> None:
@@ -108,6 +130,11 @@ def test_channel_url() -> None:
     assert channel_url("https://api.example/base") == "wss://api.example/base/nodes/connect"
     with pytest.raises(ValueError, match="must start with http"):
         channel_url("ftp://h")
+
+
+def test_meter_url_is_beside_the_node_channel() -> None:
+    assert meter_url("http://h:1/") == "ws://h:1/meter/connect"
+    assert meter_url("https://api.example/base") == "wss://api.example/base/meter/connect"
 
 
 async def _settle() -> None:
@@ -140,3 +167,12 @@ async def test_sync_removes_what_the_plane_no_longer_lists() -> None:
     await _settle()
     assert "remove" in runtime.calls  # p1: terminated while the node was away
     assert set(agent._wanted) == {"p2"}
+
+
+async def test_the_agent_gives_each_run_its_meter() -> None:
+    runtime = FakeRuntime()
+    agent = _agent(runtime)
+    agent._spawn(_want("running", meter_token="mt1.p1.1.x"))
+    await _settle()
+    [launch] = runtime.launches
+    assert launch.meter == MeterLaunch("ws://127.0.0.1:1/meter/connect", "mt1.p1.1.x", 2.5)

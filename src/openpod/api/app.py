@@ -78,6 +78,7 @@ async def _settle_every_period(state: AppState) -> None:
         except StoreError as error:  # the next round retries
             log.warning("settlement round failed: %s", error)
             continue
+        state.meters.metrics.settlement_rounds += 1
         for change in changes:
             await state.hub.push(change)
 

@@ -1,15 +1,21 @@
 """The `openpod` command: the user CLI plus the server-side commands (composition root).
 
 `server`, `node`, `admin` and `up` import the server code lazily, so user commands start fast.
+`openpod meter` (one per running pod) skips the CLI altogether: it loads no typer or rich.
 """
 
 from __future__ import annotations
 
-from openpod.cli.app import app
-from openpod.entry import commands
-
-commands.register(app)
+import sys
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["meter"]:
+        from openpod.meter.main import main as meter
+
+        raise SystemExit(meter(sys.argv[2:]))
+    from openpod.cli.app import app
+    from openpod.entry import commands
+
+    commands.register(app)
     app()

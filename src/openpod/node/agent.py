@@ -39,12 +39,22 @@ class NodeAuthError(Exception):
     """The control plane refused the node token: retrying will not help."""
 
 
-def channel_url(api_url: str) -> str:
+def _ws_url(api_url: str, path: str) -> str:
     parts = urlsplit(api_url)
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
     if scheme is None:
         raise ValueError(f"API URL {api_url!r} must start with http:// or https://")
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/nodes/connect", "", ""))
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+
+
+def channel_url(api_url: str) -> str:
+    """The node channel: ws(s)://HOST:PORT[/base]/nodes/connect."""
+    return _ws_url(api_url, "/nodes/connect")
+
+
+def meter_url(api_url: str) -> str:
+    """Where pods' meters connect (docs/metering.md): /meter/connect beside the node channel."""
+    return _ws_url(api_url, "/meter/connect")
 
 
 class NodeAgent:
@@ -59,6 +69,7 @@ class NodeAgent:
         stop_grace: float = 5.0,
     ) -> None:
         self.url = channel_url(api_url)
+        self.meter_url = meter_url(api_url)
         self._token = token
         self.runtime = runtime
         self.gpus = gpus
@@ -161,7 +172,9 @@ class NodeAgent:
         async with lock:
             if self._wanted.get(assignment.pod_id) is not assignment:
                 return  # a newer assignment came in while we waited: it will be applied
-            report = await asyncio.to_thread(reconcile, self.runtime, assignment, self.stop_grace)
+            report = await asyncio.to_thread(
+                reconcile, self.runtime, assignment, self.stop_grace, self.meter_url
+            )
             if assignment.desired == "terminated":
                 self._wanted.pop(assignment.pod_id, None)
                 self._locks.pop(assignment.pod_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from openpod.adapters.runtimes.base import (
+    MeterLaunch,
     PodLaunch,
     PodObservation,
     PodPhase,
@@ -15,7 +16,12 @@ from openpod.protocol import PodAssignment, PodReport
 _LIVE = (PodPhase.STARTING, PodPhase.RUNNING)
 
 
-def launch_of(assignment: PodAssignment) -> PodLaunch:
+def launch_of(assignment: PodAssignment, meter_url: str | None = None) -> PodLaunch:
+    """The runtime's launch of an assignment; with a meter when the plane gave a meter token
+    and the agent knows where meters connect (`meter_url`)."""
+    meter = None
+    if assignment.meter_token and meter_url:
+        meter = MeterLaunch(meter_url, assignment.meter_token, assignment.meter_heartbeat)
     ports = []
     for item in assignment.spec.ports:
         number, _, proto = item.partition("/")
@@ -29,10 +35,13 @@ def launch_of(assignment: PodAssignment) -> PodLaunch:
         ports=tuple(ports),
         gpu_indices=tuple(assignment.spec.gpu_indices),
         public_keys=tuple(assignment.spec.public_keys),
+        meter=meter,
     )
 
 
-def reconcile(runtime: Runtime, assignment: PodAssignment, grace: float) -> PodReport:
+def reconcile(
+    runtime: Runtime, assignment: PodAssignment, grace: float, meter_url: str | None = None
+) -> PodReport:
     """One step towards the desired state (blocking: run it off the event loop)."""
     pod_id = assignment.pod_id
     try:
@@ -41,11 +50,11 @@ def reconcile(runtime: Runtime, assignment: PodAssignment, grace: float) -> PodR
             current = obs.generation == assignment.generation
             if obs.phase in _LIVE and not current:
                 runtime.stop(pod_id, grace)  # an older run still up: never two at once
-                obs = runtime.start(launch_of(assignment))
+                obs = runtime.start(launch_of(assignment, meter_url))
             elif obs.phase in (PodPhase.ABSENT, PodPhase.STOPPED) or (
                 obs.phase is PodPhase.EXITED and not current
             ):
-                obs = runtime.start(launch_of(assignment))
+                obs = runtime.start(launch_of(assignment, meter_url))
         elif assignment.desired == "stopped":
             if obs.phase in _LIVE or obs.phase is PodPhase.EXITED:
                 obs = runtime.stop(pod_id, grace)
@@ -72,4 +81,5 @@ def report_of(obs: PodObservation) -> PodReport:
         ssh_host_key=obs.ssh_host_key,
         exit_code=obs.exit_code,
         reason=obs.reason,
+        exited_at=obs.exited_at,
     )

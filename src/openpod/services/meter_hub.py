@@ -36,6 +36,7 @@ class MeterMetrics:
     commits: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by reason
     connected: int = 0
+    settlement_rounds: int = 0  # rounds of services.billing_round completed
 
     def prometheus(self) -> str:
         lines = [
@@ -52,6 +53,9 @@ class MeterMetrics:
             "# HELP openpod_meter_commits_total Transactions that stored meter events.",
             "# TYPE openpod_meter_commits_total counter",
             f"openpod_meter_commits_total {self.commits}",
+            "# HELP openpod_settlement_rounds_total Settlement rounds completed.",
+            "# TYPE openpod_settlement_rounds_total counter",
+            f"openpod_settlement_rounds_total {self.settlement_rounds}",
             "# HELP openpod_meter_connections Meters connected now.",
             "# TYPE openpod_meter_connections gauge",
             f"openpod_meter_connections {self.connected}",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from openpod.adapters.runtimes._podfiles import PodPaths
+from openpod.adapters.runtimes._podfiles import MeterRecord, PodPaths, PodState
 from openpod.adapters.runtimes.base import PodLaunch
 
 BOOT_SCRIPT = Path(__file__).with_name("boot.sh")
@@ -15,15 +16,17 @@ SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Runs as PID 1 of the new namespaces, then execs the boot script (which execs the
 # workload). A pod-private copy of /etc/passwd, in which the running user's home is
 # /workspace, is bound over /etc/passwd: sshd logins then chdir to /workspace and get
-# HOME=/workspace, exactly as the workload does.
+# HOME=/workspace, exactly as the workload does. The runtime's root_dir ($5) is hidden
+# under an empty tmpfs once the pod's own dirs are bound (before /tmp's, which may hold it).
 _SETUP = """set -e
 "$1" --bind "$2" /run/openpod
 "$1" --bind "$3" /workspace
 [ -z "$4" ] || "$1" --bind "$4" /etc/passwd
+"$1" -t tmpfs -o mode=0755,nosuid,nodev,noexec,size=64k tmpfs "$5"
 "$1" -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 hostname "$OPENPOD_POD_ID" 2>/dev/null || true
 cd /workspace
-shift 4
+shift 5
 exec /bin/sh /run/openpod/boot.sh "$@"
 """
 
@@ -61,7 +64,7 @@ def unshare_argv(
         return [*leader, *bwrap_argv(tools["bwrap"], paths, passwd, pod_id), *command]
     return [
         *leader, tools["sh"], "-c", _SETUP, "openpod-setup",
-        tools["mount"], str(paths.boot), str(paths.workspace), passwd, *command,
+        tools["mount"], str(paths.boot), str(paths.workspace), passwd, str(paths.root), *command,
     ]  # fmt: skip
 
 
@@ -70,10 +73,13 @@ def bwrap_argv(bwrap: str, paths: PodPaths, passwd: str, pod_id: str) -> list[st
 
     The host's filesystem is read-only in the pod; writable are /workspace (the pod's own,
     kept across runs), fresh tmpfs /tmp, /var/tmp, /run and /dev/shm, and the devices
-    (GPUs). bwrap stays the parent of the boot script and exits with its status, so the
-    workload's exit code reaches the runtime as without it.
+    (GPUs). The runtime's root_dir is an empty tmpfs: no pod sees another's workspace, nor
+    any run dir, meter journal or meter token (the binds below take their sources from the
+    host, so the pod's own dirs are still bound). bwrap stays the parent of the boot script
+    and exits with its status, so the workload's exit code reaches the runtime as without it.
     """
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc"]
+    argv = [bwrap, "--ro-bind", "/", "/", "--tmpfs", str(paths.root)]
+    argv += ["--dev-bind", "/dev", "/dev", "--proc", "/proc"]
     for scratch in _POD_SCRATCH:
         argv += ["--perms", "1777", "--tmpfs", scratch]
     argv += [
@@ -109,4 +115,28 @@ def pod_env(launch: PodLaunch, ports: dict[int, int], bind_host: str) -> dict[st
         OPENPOD_BOOT_STATUS=f"{POD_RUN_DIR}/boot-status",
         HOME="/workspace",
     )
+    return env
+
+
+def meter_argv(python: str, paths: PodPaths, state: PodState, meter: MeterRecord) -> list[str]:
+    """`python -m openpod.meter` for the run in `state` (docs/metering.md); no token here:
+    argv is public (`ps`), the token goes by environment."""
+    argv = [
+        python, "-m", "openpod.meter", "--pod", state.pod_id,
+        "--generation", str(state.generation), "--url", meter.url,
+        "--journal", str(paths.meter_journal(state.generation)),
+        "--watch-pid", str(state.pid), "--watch-start-time", str(state.start_time),
+        "--heartbeat", repr(meter.heartbeat_s),
+    ]  # fmt: skip
+    if meter.gpus:
+        argv += ["--gpus", ",".join(str(i) for i in meter.gpus)]
+    return argv
+
+
+def meter_env(token: str) -> dict[str, str]:
+    """The meter's whole environment: its token, and nothing else of the agent's but the
+    PYTHONPATH that finds openpod."""
+    env = {"PATH": SANE_PATH, "LANG": "C.UTF-8", "OPENPOD_METER_TOKEN": token}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env

@@ -18,14 +18,23 @@ work the same either way. The host gets two empty mountpoint directories, /works
 
 No network namespace: the workload shares the host's network and must bind the host port
 given in OPENPOD_TCP_PORT_<container port> (bound on bind_host). Requires root.
+
+Each run with a `meter` gets a meter process (`python -m openpod.meter`) beside it: started
+by this runtime in a session of its own, outside the pod's namespaces, watching the leader by
+pid + start time, its token in its environment only. observe() starts it again if it dies
+while the pod runs (it replays its journal); stop and remove leave it to see the workload's
+exit and send `stopped` itself. The pod sees nothing of root_dir (a tmpfs hides it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,11 +43,14 @@ from openpod.adapters.runtimes import _procs, readiness
 from openpod.adapters.runtimes._launch import (
     BOOT_SCRIPT,
     POD_RUN_DIR,
+    meter_argv,
+    meter_env,
     pod_env,
     pod_passwd,
     unshare_argv,
 )
 from openpod.adapters.runtimes._podfiles import (
+    MeterRecord,
     PodPaths,
     PodState,
     launch_record,
@@ -46,7 +58,9 @@ from openpod.adapters.runtimes._podfiles import (
     read_text,
     record_exit,
     recorded_exit,
+    recorded_exit_at,
     write_atomic,
+    write_secret,
 )
 from openpod.adapters.runtimes.base import (
     PodLaunch,
@@ -56,11 +70,15 @@ from openpod.adapters.runtimes.base import (
     RuntimeError_,
 )
 
+log = logging.getLogger("openpod.runtime")
+
 REPROBE_SECONDS = 10.0  # how long an all-ready probe result is trusted
+METER_RESTART_SECONDS = 1.0  # least time between two starts of one pod's meter
 
 # Leaders this process started, by pid: only the parent can reap them and learn the exit
 # code. Shared by every LocalRuntime instance of the process, as are the per-pod locks.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_METERS: dict[int, subprocess.Popen[bytes]] = {}  # meters this process started, to reap
 _LOCKS: dict[tuple[Path, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -89,14 +107,18 @@ class LocalRuntime:
         probe_timeout: float = 0.2,
         replace_grace_seconds: float = 10.0,
         bubblewrap: bool | None = None,
+        meter_drain_seconds: float = 2.0,
     ) -> None:
         """`bubblewrap`: None uses bwrap where it is installed, True requires it, False
-        never uses it (the same namespaces, but the host's filesystem stays writable)."""
+        never uses it (the same namespaces, but the host's filesystem stays writable).
+        `meter_drain_seconds`: how long remove() lets a pod's meter deliver `stopped`."""
         self.root_dir = Path(root_dir).resolve()
         self.bind_host = bind_host
         self.probe_timeout = probe_timeout
         self.replace_grace_seconds = replace_grace_seconds
         self.bubblewrap = bubblewrap
+        self.meter_drain_seconds = meter_drain_seconds
+        self._meter_started: dict[str, float] = {}  # pod id -> monotonic time of last start
         self._probe_host = readiness.probe_host(bind_host)
         # (pod id, generation) -> (when, ready ports) of the last probe that found all ready
         self._ready: dict[tuple[str, int], tuple[float, tuple[int, ...]]] = {}
@@ -139,6 +161,14 @@ class LocalRuntime:
                     raise PodStartError(str(exc)) from exc
                 state = self._spawn(paths, launch, ports, tools)
                 write_atomic(paths.state, state.to_json())
+            paths.meter_token.unlink(missing_ok=True)
+            if launch.meter is not None:
+                write_secret(paths.meter_token, launch.meter.token)
+                state.meter = MeterRecord(
+                    launch.meter.url, launch.meter.heartbeat_s, launch.gpu_indices
+                )
+                self._start_meter(paths, state, launch.meter.token)
+                write_atomic(paths.state, state.to_json())
         return self.observe(launch.pod_id)
 
     def observe(self, pod_id: str) -> PodObservation:
@@ -149,9 +179,11 @@ class LocalRuntime:
             return PodObservation(pod_id, 0, PodPhase.ABSENT, ssh_user=self._user_name)
         obs = PodObservation(pod_id, state.generation, PodPhase.STOPPED, ssh_user=self._user_name)
         obs.ssh_host_key = self._host_key(paths)
+        _reap_meters()
         if state.stopped:
             obs.reason = "stopped"
             obs.exit_code = recorded_exit(paths, state)
+            obs.exited_at = state.exited_at
             return obs
         if not self._alive(paths, state):
             obs.phase = PodPhase.EXITED
@@ -161,7 +193,11 @@ class LocalRuntime:
                 if obs.exit_code is None
                 else f"workload exited with code {obs.exit_code}"
             )
+            obs.exited_at = recorded_exit_at(paths, state)
+            if obs.exited_at is None:  # not ours to reap (adopted): its exit is seen now
+                obs.exited_at = record_exit(paths, state, None)
             return obs
+        self._keep_meter(paths, state)
         obs.port_mappings = dict(state.ports)
         self._probe(paths, state, obs)
         return obs
@@ -182,7 +218,14 @@ class LocalRuntime:
             state = read_state(paths) if paths.pod.is_dir() else None
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
+            meter = state.meter if state is not None else None
+            if meter is not None:  # let it send `stopped` before its journal goes
+                deadline = time.monotonic() + self.meter_drain_seconds
+                while _meter_alive(meter) and time.monotonic() < deadline:
+                    time.sleep(0.02)
             shutil.rmtree(paths.pod, ignore_errors=True)
+            if meter is not None:
+                _kill_meter(meter)
             if paths.pod.exists():
                 raise RuntimeError_(f"pod {pod_id}: could not delete {paths.pod}")
 
@@ -270,7 +313,63 @@ class LocalRuntime:
             if not gone:
                 raise RuntimeError_(f"pod {state.pod_id}: processes survived SIGKILL")
         state.stopped = True
+        state.exited_at = recorded_exit_at(paths, state) or time.time()
         write_atomic(paths.state, state.to_json())
+
+    def _start_meter(self, paths: PodPaths, state: PodState, token: str) -> None:
+        """Start the run's meter in a session of its own; record its pid in `state`."""
+        meter = state.meter
+        assert meter is not None
+        self._meter_started[state.pod_id] = time.monotonic()
+        argv = meter_argv(sys.executable, paths, state, meter)
+        with open(paths.meter_log, "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    env=meter_env(token),
+                    cwd="/",
+                    start_new_session=True,
+                )
+            except OSError as exc:  # the pod runs on; observe() tries again
+                log.warning("pod %s: cannot start its meter: %s", state.pod_id, exc)
+                return
+        _METERS[proc.pid] = proc
+        meter.pid, meter.start_time = proc.pid, _procs.start_time(proc.pid) or 0
+
+    def _keep_meter(self, paths: PodPaths, state: PodState) -> None:
+        """A running pod whose meter died gets a new one (it replays its journal), unless the
+        journal says the run is done; at most once per METER_RESTART_SECONDS."""
+        meter = state.meter
+        if meter is None or _meter_alive(meter):
+            return
+        if (paths.meter_journal(state.generation) / "done").exists():
+            return
+        last = self._meter_started.get(state.pod_id)
+        if last is not None and time.monotonic() - last < METER_RESTART_SECONDS:
+            return
+        lock = _lock(self.root_dir, state.pod_id)
+        if not lock.acquire(blocking=False):
+            return  # being started, stopped or removed: look again next time
+        try:
+            fresh = read_state(paths)
+            token = read_text(paths.meter_token)
+            if (
+                fresh is None
+                or fresh.stopped
+                or fresh.meter is None
+                or _meter_alive(fresh.meter)
+                or not token
+                or not self._alive(paths, fresh)
+            ):
+                return
+            log.info("pod %s: its meter is gone, starting it again", state.pod_id)
+            self._start_meter(paths, fresh, token)
+            write_atomic(paths.state, fresh.to_json())
+        finally:
+            lock.release()
 
     def _ports_of_live_pods(self, except_pod: str) -> set[int]:
         taken: set[int] = set()
@@ -326,3 +425,37 @@ class LocalRuntime:
         obs.ready_ports = tuple(ready)
         started = obs.ssh_ready or not obs.ssh_available
         obs.phase = PodPhase.RUNNING if started else PodPhase.STARTING
+
+
+def _reap_meters() -> None:
+    """Collect the exit of every meter this process started that has ended (no zombies)."""
+    for pid, proc in list(_METERS.items()):
+        if proc.poll() is not None:
+            _METERS.pop(pid, None)
+
+
+def _meter_alive(meter: MeterRecord) -> bool:
+    _reap_meters()
+    return meter.pid > 0 and _procs.is_alive(meter.pid, meter.start_time)
+
+
+def _kill_meter(meter: MeterRecord) -> None:
+    """SIGKILL that very meter (pid + start time), if it still runs; reap it if ours."""
+    if not _meter_alive(meter):
+        return
+    proc = _METERS.pop(meter.pid, None)
+    if proc is not None:
+        proc.kill()
+        proc.wait()
+        return
+    try:
+        pidfd = os.pidfd_open(meter.pid)
+    except OSError:
+        return  # gone already
+    try:
+        if _procs.is_alive(meter.pid, meter.start_time):  # so the pidfd names that meter
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)

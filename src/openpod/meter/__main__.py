@@ -1,0 +1,3 @@
+from openpod.meter.main import main
+
+raise SystemExit(main())
