@@ -28,6 +28,9 @@ class EventKind(enum.StrEnum):
     STOPPED = "stopped"
 
 
+_KINDS = {kind.value: kind for kind in EventKind}
+
+
 @dataclass(frozen=True)
 class GpuSample:
     index: int
@@ -63,11 +66,11 @@ def parse_event(raw: Any) -> MeterEvent:
     seq = _int(raw.get("seq"), "seq", low=1)
     where = f"event {seq}"
     kind_raw = raw.get("kind")
-    if kind_raw not in set(EventKind):
+    kind = _KINDS.get(kind_raw) if isinstance(kind_raw, str) else None
+    if kind is None:
         raise MeterEventError(
             f"{where}: kind must be one of started, heartbeat, stopped; got {kind_raw!r}"
         )
-    kind = EventKind(kind_raw)
     at = raw.get("at")
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
         raise MeterEventError(f"{where}: at must be a number of seconds, got {at!r}")

@@ -100,33 +100,39 @@ class _Run:
     new_events: list[MeterEvent] = field(default_factory=list)
 
 
-def _usage(row: Any) -> Usage:
-    return Usage(
-        grace_ms=row.grace_ms,
-        next_seq=row.next_seq,
-        intervals=[list(pair) for pair in row.intervals],
-        open_=row.open,
-        closed=row.closed,
-    )
-
-
-def _run_columns() -> list[Any]:
-    c = RUNS.c  # Core columns: the rows skip the ORM's loading machinery (hot path)
-    return [c.pod_id, c.generation, c.grace_ms, c.next_seq, c.max_seq, c.intervals, c.open,
-            c.closed]  # fmt: skip
+_SELECT_RUNS = (
+    'SELECT pod_id, generation, grace_ms, next_seq, max_seq, intervals, "open", closed '
+    "FROM pod_runs WHERE pod_id IN ({marks})"
+)
 
 
 def _load_runs(session: Session, keys: Sequence[RunKey]) -> dict[RunKey, _Run]:
+    """The usage so far of these runs (driver-level: this runs for every meter message)."""
     runs: dict[RunKey, _Run] = {}
     wanted = set(keys)
     pod_ids = sorted({pod_id for pod_id, _ in keys})
-    for chunk_start in range(0, len(pod_ids), 1000):
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    for chunk_start in range(0, len(pod_ids), 500):
         # By pod id alone (a simpler statement than pairs); other runs of a pod are skipped.
-        chunk = pod_ids[chunk_start : chunk_start + 1000]
-        for row in session.execute(select(*_run_columns()).where(RUNS.c.pod_id.in_(chunk))):
-            key = (row.pod_id, row.generation)
-            if key in wanted:
-                runs[key] = _Run(_usage(row), row.max_seq, row.closed)
+        chunk = pod_ids[chunk_start : chunk_start + 500]
+        sql = _SELECT_RUNS.format(marks=", ".join([mark] * len(chunk)))
+        for (
+            pod_id,
+            generation,
+            grace,
+            next_seq,
+            max_seq,
+            intervals,
+            open_,
+            closed,
+        ) in connection.exec_driver_sql(sql, tuple(chunk)):
+            if (pod_id, generation) not in wanted:
+                continue
+            if isinstance(intervals, str):  # SQLite hands JSON back as text
+                intervals = json.loads(intervals)
+            usage = Usage(grace, next_seq, intervals, bool(open_), bool(closed))
+            runs[(pod_id, generation)] = _Run(usage, max_seq, bool(closed))
     return runs
 
 
