@@ -245,7 +245,7 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
             if event.seq < run.usage.next_seq:
                 continue  # stored and applied already
             run.new_events.append(event)
-            gpus = json.dumps([sample.__dict__ for sample in event.gpus])
+            gpus = json.dumps([s.__dict__ for s in event.gpus]) if event.gpus else "[]"
             event_rows.append(
                 (batch.run[0], batch.run[1], event.seq, event.kind.value, event.at_ms, gpus,
                  received)
