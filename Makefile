@@ -33,6 +33,7 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.edge
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.meter
+	$(BIN)/python -m bench.metering
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

@@ -37,6 +37,7 @@ class ServerSettings(BaseSettings):
     edge_secret_file: Path | None = None
     # Metering and settlement (docs/metering.md)
     meter_heartbeat: float = 5.0  # seconds between a meter's heartbeats; grace = 3 of them
+    meter_clock_check: bool = True  # bill no run more than our own clock saw pass (+ grace)
     settlement_period: float = 60.0  # seconds between settlement cuts and funds checks
     funds_guard: bool = True  # an hour of funds to start a pod; stop pods that run out
     signup_credit: int = 0  # base units credited to each account at sign-up

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from openpod.adapters.store import Account, Database
 from openpod.adapters.store.models import MeterEventRow, PodRun, Settlement
@@ -151,3 +153,27 @@ def test_meter_tokens_name_their_run_and_cannot_be_forged() -> None:
     ):
         with pytest.raises(metering.InvalidMeterToken):
             metering.verify_token(b"k" * 32, bad)
+
+
+def test_a_meter_claiming_more_time_than_passed_bills_only_what_we_saw(db: Database) -> None:
+    pod_id, _ = _pod(db, gpu_count=1)
+    hour = _run(pod_id, [5.0 * i for i in range(721)])  # an hour of heartbeats, sent at once
+    with db.transaction() as s:
+        metering.ingest(s, [hour], GRACE_MS, clock_check=True)
+    with db.transaction(readonly=True) as s:
+        run = s.get(PodRun, (pod_id, 1))
+        assert run is not None
+        assert run.intervals == [[T0, T0 + 3_600_000]]  # what it claimed is kept...
+        assert run.billable_ms <= GRACE_MS + 1_000  # ...but not billed beyond what passed here
+        first = run.first_event_at
+        assert first is not None
+    with db.transaction() as s:  # ten minutes later (the control plane's clock, injected)
+        s.execute(update(PodRun).values(first_event_at=first - timedelta(minutes=10)))
+        metering.ingest(s, [_run(pod_id, [3605.0], first_seq=722)], GRACE_MS, clock_check=True)
+    with db.transaction(readonly=True) as s:
+        run = s.get(PodRun, (pod_id, 1))
+        assert run is not None
+        assert 600_000 <= run.billable_ms <= 600_000 + GRACE_MS + 1_000
+    with db.transaction() as s:
+        metering.close_run(s, (pod_id, 1), T0 + 3_610_000)
+    assert _settled(db, pod_id)[1] <= 600 + 2 * GRACE_MS // 1000 + 1  # a close adds <= grace

@@ -96,7 +96,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         links = connect_settings(settings)
         router = edge_router(settings, links)
         secret = settings.edge_secret()
-        meters = MeterHub(db, MeterConfig(secret=secret, heartbeat_s=settings.meter_heartbeat))
+        meter_config = MeterConfig(
+            secret=secret,
+            heartbeat_s=settings.meter_heartbeat,
+            clock_check=settings.meter_clock_check,
+        )
+        meters = MeterHub(db, meter_config)
         state = AppState(
             settings=settings,
             db=db,

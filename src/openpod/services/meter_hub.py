@@ -140,7 +140,9 @@ class MeterHub:
 
     def _commit(self, batches: list[metering.Batch]) -> list[metering.Ack]:
         with self.db.transaction() as session:
-            result = metering.ingest(session, batches, self.config.grace_ms)
+            result = metering.ingest(
+                session, batches, self.config.grace_ms, clock_check=self.config.clock_check
+            )
         self.metrics.commits += 1
         self.metrics.batches += len(batches)
         self.metrics.events_accepted += result.stored

@@ -16,7 +16,7 @@ import hmac
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, tuple_, update
@@ -45,6 +45,7 @@ class InvalidMeterToken(Exception):
 class MeterConfig:
     secret: bytes  # derives every meter token; stored nowhere else
     heartbeat_s: float = 5.0
+    clock_check: bool = True  # see ingest()
 
     @property
     def grace_ms(self) -> int:
@@ -97,12 +98,13 @@ class _Run:
     usage: Usage
     max_seq: int
     was_closed: bool
+    first_event_at: datetime | None = None
     new_events: list[MeterEvent] = field(default_factory=list)
 
 
 _SELECT_RUNS = (
-    'SELECT pod_id, generation, grace_ms, next_seq, max_seq, intervals, "open", closed '
-    "FROM pod_runs WHERE pod_id IN ({marks})"
+    'SELECT pod_id, generation, grace_ms, next_seq, max_seq, intervals, "open", closed, '
+    "first_event_at FROM pod_runs WHERE pod_id IN ({marks})"
 )
 
 
@@ -117,22 +119,16 @@ def _load_runs(session: Session, keys: Sequence[RunKey]) -> dict[RunKey, _Run]:
         # By pod id alone (a simpler statement than pairs); other runs of a pod are skipped.
         chunk = pod_ids[chunk_start : chunk_start + 500]
         sql = _SELECT_RUNS.format(marks=", ".join([mark] * len(chunk)))
-        for (
-            pod_id,
-            generation,
-            grace,
-            next_seq,
-            max_seq,
-            intervals,
-            open_,
-            closed,
-        ) in connection.exec_driver_sql(sql, tuple(chunk)):
+        rows = connection.exec_driver_sql(sql, tuple(chunk))
+        for pod_id, generation, grace, next_seq, max_seq, intervals, open_, closed, first in rows:
             if (pod_id, generation) not in wanted:
                 continue
-            if isinstance(intervals, str):  # SQLite hands JSON back as text
+            if isinstance(intervals, str):  # SQLite hands JSON and datetimes back as text
                 intervals = json.loads(intervals)
+            if isinstance(first, str):
+                first = datetime.fromisoformat(first).replace(tzinfo=UTC)
             usage = Usage(grace, next_seq, intervals, bool(open_), bool(closed))
-            runs[(pod_id, generation)] = _Run(usage, max_seq, bool(closed))
+            runs[(pod_id, generation)] = _Run(usage, max_seq, bool(closed), first)
     return runs
 
 
@@ -189,7 +185,8 @@ _INSERT_EVENTS = (
 )
 _UPDATE_RUN = (
     "UPDATE pod_runs SET next_seq = {p}, max_seq = {p}, intervals = {json}, billable_ms = {p}, "
-    '"open" = {p}, closed = {p}, last_event_at = {p}, closed_at = {p} '
+    '"open" = {p}, closed = {p}, first_event_at = COALESCE(first_event_at, {p}), '
+    "last_event_at = {p}, closed_at = {p} "
     "WHERE pod_id = {p} AND generation = {p}"
 )
 
@@ -228,8 +225,14 @@ def _stored_after(session: Session, key: RunKey, after_seq: int) -> list[MeterEv
     return [MeterEvent(r.seq, EventKind(r.kind), r.at_ms) for r in session.execute(query)]
 
 
-def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestResult:
-    """Store and apply the events of many runs in this transaction; one Ack per batch."""
+def ingest(
+    session: Session, batches: Sequence[Batch], grace_ms: int, *, clock_check: bool = False
+) -> IngestResult:
+    """Store and apply the events of many runs in this transaction; one Ack per batch.
+
+    With `clock_check` a run is never billed more than the time since its first event reached
+    us, plus the grace: a node whose clock runs fast (or a meter that lies about its times)
+    cannot bill hours in minutes. Off for tests that play hours of events in a second."""
     now = utcnow()
     keys = list(dict.fromkeys(batch.run for batch in batches))
     runs = _load_runs(session, keys)
@@ -270,8 +273,8 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
         sql, _ = _driver_sql(session, _UPDATE_RUN)
         rows = [
             (run.usage.next_seq, run.max_seq, json.dumps(run.usage.intervals),
-             run.usage.billable_ms, run.usage.open_, run.usage.closed, received,
-             received if run.usage.closed else None, key[0], key[1])
+             _billable(run, now, clock_check), run.usage.open_, run.usage.closed, received,
+             received, received if run.usage.closed else None, key[0], key[1])
             for key, run in changed
         ]  # fmt: skip
         session.connection().exec_driver_sql(sql, rows)
@@ -287,6 +290,15 @@ def ingest(session: Session, batches: Sequence[Batch], grace_ms: int) -> IngestR
             acks.append(Ack(run.usage.acked, run.usage.closed))
     total = sum(len(batch.events) for batch in batches)
     return IngestResult(acks, len(event_rows), total - len(event_rows))
+
+
+def _billable(run: _Run, now: datetime, clock_check: bool) -> int:
+    if not clock_check:
+        return run.usage.billable_ms
+    elapsed = (
+        0 if run.first_event_at is None else (now - run.first_event_at) / timedelta(milliseconds=1)
+    )
+    return min(run.usage.billable_ms, int(elapsed) + run.usage.grace_ms)
 
 
 def welcome(session: Session, key: RunKey) -> Ack:
@@ -317,7 +329,8 @@ def close_run(session: Session, key: RunKey, at_ms: int | None) -> bool:
     )
     usage.close(at_ms)
     run.intervals = usage.intervals
-    run.billable_ms = usage.billable_ms
+    # Closing extends the last interval by at most the grace; what was capped stays capped.
+    run.billable_ms = min(usage.billable_ms, run.billable_ms + run.grace_ms)
     run.open_ = False
     run.closed = True
     run.closed_at = utcnow()

@@ -194,7 +194,8 @@ class PodRun(Base):
     """One run of a pod (its generation): what it costs, and its meter's usage so far.
 
     `intervals`, `next_seq`, `open_` and `closed` are domain.metering.Usage as stored;
-    `billed_seconds` is the watermark that settlements have been cut up to."""
+    `billable_ms` what of it is billed; `billed_seconds` is the watermark that settlements
+    have been cut up to."""
 
     __tablename__ = "pod_runs"
 
@@ -215,7 +216,10 @@ class PodRun(Base):
     open_: Mapped[bool] = mapped_column("open", Boolean, default=False)
     closed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     billed_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_event_at: Mapped[datetime | None] = mapped_column(default=None)  # control plane clock
+    # Control plane clock: when the run's first and latest events arrived. The node's clock may
+    # not run faster than ours: billable_ms never exceeds the time since the first event + grace.
+    first_event_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_event_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("open", sa.Boolean(), nullable=False),
         sa.Column("closed", sa.Boolean(), nullable=False),
         sa.Column("billed_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("first_event_at", TZ, nullable=True),
         sa.Column("last_event_at", TZ, nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("closed_at", TZ, nullable=True),
