@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -34,10 +35,11 @@ class Platform:
     key_file: Path
 
 
-@pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
+@contextlib.contextmanager
+def running_platform(plane_env: dict[str, str] | None = None) -> Iterator[Platform]:
+    """Control plane (with `plane_env`) + one local node + a user with an SSH key."""
     root = Path(tempfile.mkdtemp(prefix="openpod-e2e-"))
-    plane = ControlPlane(root / "plane")
+    plane = ControlPlane(root / "plane", env=plane_env)
     (root / "plane").mkdir()
     node: NodeAgentProc | None = None
     clients: list[Api] = []
@@ -66,3 +68,9 @@ def platform() -> Iterator[Platform]:
             remove_pods(root / "node")
         plane.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    with running_platform() as running:
+        yield running

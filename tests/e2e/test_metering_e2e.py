@@ -9,69 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import Platform, running_platform
 from tests.support.net import wait_until
-from tests.support.platform import (
-    Api,
-    ControlPlane,
-    NodeAgentProc,
-    remove_pods,
-    signup,
-    wait_node_online,
-)
+from tests.support.platform import wait_node_online
 
 HEARTBEAT = 0.5
-GPUS = "NVIDIA GeForce RTX 4090:4"
 
 
-@dataclass
-class Metered:
-    root: Path
-    plane: ControlPlane
-    node: NodeAgentProc
-    node_id: str
-    provider: Api
-    user: Api
+Metered = Platform
 
 
 @pytest.fixture(scope="module")
-def metered() -> Iterator[Metered]:
-    root = Path(tempfile.mkdtemp(prefix="openpod-meter-e2e-"))
-    (root / "plane").mkdir()
-    plane = ControlPlane(root / "plane", env={"OPENPOD_METER_HEARTBEAT": str(HEARTBEAT)})
-    node: NodeAgentProc | None = None
-    clients: list[Api] = []
-    try:
-        plane.start()
-        provider = signup(plane.url, "provider")
-        clients.append(provider)
-        provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "55" * 20})
-        created = provider.ok("POST", "/nodes", json={"name": "local"})
-        node = NodeAgentProc(plane, created["token"], root / "node", GPUS)
-        node.start()
-        wait_node_online(provider, created["id"])
-        user = signup(plane.url, "user")
-        clients.append(user)
-        yield Metered(root, plane, node, created["id"], provider, user)
-    finally:
-        for client in clients:
-            client.http.close()
-        if node is not None:
-            node.stop()
-            remove_pods(root / "node")
-        plane.stop()
-        shutil.rmtree(root, ignore_errors=True)
+def metered() -> Iterator[Platform]:
+    with running_platform({"OPENPOD_METER_HEARTBEAT": str(HEARTBEAT)}) as running:
+        yield running
 
 
 def _create(m: Metered) -> str:
