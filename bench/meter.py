@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.results import write_section
+from openpod.adapters.gpus import nvml
 from tests.meter.plane import TOKEN, FakePlane
 
 HEADING = "## Pod meter: memory of one `openpod meter`"
@@ -116,32 +117,19 @@ def reference(code: str) -> Measure:
     return Measure(rss / 1024, hwm / 1024)
 
 
-def _nvml_here() -> bool:
-    try:
-        import pynvml
-    except ImportError:
-        return False
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True
-
-
 def main() -> None:
     bare = reference("pass")
     ws = reference("import websockets.sync.client")
     plain = meter_run(gpus=False)
     with_gpus = meter_run(gpus=True)
-    nvml = (
+    nvml_note = (
         "NVML found: samples taken"
-        if _nvml_here()
+        if nvml.discover() is not None
         else "no NVML library on this host: pynvml imported, no samples"
     )
     rows = [
         ("meter, no GPUs", plain),
-        (f"meter, `--gpus 0` ({nvml})", with_gpus),
+        (f"meter, `--gpus 0` ({nvml_note})", with_gpus),
         ("reference: `python3 -c pass`", bare),
         ("reference: python3 + `import websockets.sync.client`", ws),
     ]

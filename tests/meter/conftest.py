@@ -53,11 +53,8 @@ class MeterRun:
 
 @pytest.fixture
 def plane() -> Iterator[FakePlane]:
-    fake = FakePlane()
-    try:
+    with FakePlane() as fake:
         yield fake
-    finally:
-        fake.close()
 
 
 @pytest.fixture

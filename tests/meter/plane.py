@@ -52,6 +52,12 @@ class FakePlane:
         self._server.shutdown()
         self._thread.join(5)
 
+    def __enter__(self) -> FakePlane:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @property
     def closed(self) -> bool:
         return any(e["kind"] == "stopped" for s, e in self.stored.items() if s <= self.acked)

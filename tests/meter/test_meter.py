@@ -9,6 +9,7 @@ import itertools
 import signal
 import time
 
+from openpod.adapters.gpus import nvml
 from tests.meter.conftest import HEARTBEAT, StartMeter, Workload
 from tests.meter.plane import TOKEN, FakePlane
 
@@ -138,7 +139,7 @@ def test_malformed_replies_and_dropped_connections_are_survived(
     assert plane.connections >= 4
     assert sorted(plane.stored) == list(range(1, len(plane.stored) + 1))
     assert "protocol error" in meter.log_text()
-    if not _nvml_here():
+    if nvml.discover() is None:
         assert all("gpus" not in e for e in plane.stored.values())
 
 
@@ -154,16 +155,3 @@ def test_a_closed_run_ends_the_meter(
     assert again.wait() == 0
     assert time.monotonic() - began < 5
     assert (first.journal / "done").exists()
-
-
-def _nvml_here() -> bool:
-    try:
-        import pynvml
-    except ImportError:
-        return False
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return False
-    pynvml.nvmlShutdown()
-    return True

@@ -26,11 +26,8 @@ HEARTBEAT = 0.2
 
 @pytest.fixture
 def plane() -> Iterator[FakePlane]:
-    fake = FakePlane()
-    try:
+    with FakePlane() as fake:
         yield fake
-    finally:
-        fake.close()
 
 
 def _state(rt: LocalRuntime, pod_id: str) -> dict[str, object]:

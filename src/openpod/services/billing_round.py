@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Pod
 from openpod.adapters.store.models import utcnow
-from openpod.services import funds, metering
+from openpod.domain.lifecycle import DesiredStatus, PodEvent
+from openpod.services import funds, metering, pods
 from openpod.services.hub import PodChange
 
 
@@ -37,6 +38,9 @@ def run(
     if wallet is None:
         return []
     changes = []
-    for shortfall in funds.enforce(session, wallet, period_s):
-        changes += [PodChange.of(session, pod) for pod in shortfall.stopped]
+    for shortfall in funds.shortfalls(session, wallet, period_s):
+        for pod in shortfall.stopped:
+            pods.transition(pod, PodEvent.STOP, funds.INSUFFICIENT_FUNDS)
+            pod.desired_status = DesiredStatus.STOPPED.value
+            changes.append(PodChange.of(session, pod))
     return changes

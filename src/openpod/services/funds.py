@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Account, Pod
 from openpod.adapters.store.models import PodRun, Settlement
-from openpod.domain.lifecycle import DesiredStatus, PodEvent, PodStatus
+from openpod.domain.lifecycle import DesiredStatus, PodStatus
 from openpod.domain.metering import price
 from openpod.domain.settlement import SettlementStatus
 from openpod.services.errors import InvalidInput, PaymentRequired
@@ -93,9 +93,10 @@ class Shortfall:
     stopped: list[Pod]
 
 
-def enforce(session: Session, funds: Funds, period_s: float) -> list[Shortfall]:
-    """Stop, newest first, the running pods of every account whose funds cannot cover the
-    next period of all of them (reason `insufficient_funds`). The caller tells the nodes."""
+def shortfalls(session: Session, funds: Funds, period_s: float) -> list[Shortfall]:
+    """For every account whose funds cannot cover the next period of all its running pods:
+    the pods to stop, newest first, until the rest can be paid (the caller stops them with
+    reason INSUFFICIENT_FUNDS and tells the nodes)."""
     query = select(Pod).where(
         Pod.status.in_(RUNNING_STATUSES), Pod.desired_status == DesiredStatus.RUNNING.value
     )
@@ -109,17 +110,8 @@ def enforce(session: Session, funds: Funds, period_s: float) -> list[Shortfall]:
         need = [price(max(1, round(period_s)), p.gpu_count, p.rate_per_second) for p in running]
         stopped = []
         while running and sum(need) > have:
-            pod = running.pop()
+            stopped.append(running.pop())
             need.pop()
-            _stop_for_funds(pod)
-            stopped.append(pod)
         if stopped:
             shortfalls.append(Shortfall(account_id, stopped))
     return shortfalls
-
-
-def _stop_for_funds(pod: Pod) -> None:
-    from openpod.services.pods import transition  # pods imports this module
-
-    transition(pod, PodEvent.STOP, INSUFFICIENT_FUNDS)
-    pod.desired_status = DesiredStatus.STOPPED.value

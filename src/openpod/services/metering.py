@@ -191,12 +191,12 @@ _UPDATE_RUN = (
 )
 
 
-def _driver_sql(session: Session, template: str) -> tuple[str, bool]:
-    """The statement in the driver's paramstyle; True where datetimes go as SQLite text."""
+def _driver_sql(session: Session, template: str) -> str:
+    """The statement in the driver's paramstyle (JSON cast where PostgreSQL needs it)."""
     dialect = session.get_bind().dialect
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     json_mark = mark if dialect.name == "sqlite" else f"CAST({mark} AS JSON)"
-    return template.format(p=mark, json=json_mark), dialect.name == "sqlite"
+    return template.format(p=mark, json=json_mark)
 
 
 def _when(value: datetime | None, sqlite_text: bool) -> datetime | str | None:
@@ -208,7 +208,7 @@ def _when(value: datetime | None, sqlite_text: bool) -> datetime | str | None:
 
 def _insert_ignoring_duplicates(session: Session, rows: list[tuple[Any, ...]]) -> None:
     if rows:
-        sql, _ = _driver_sql(session, _INSERT_EVENTS)
+        sql = _driver_sql(session, _INSERT_EVENTS)
         session.connection().exec_driver_sql(sql, rows)
 
 
@@ -238,8 +238,7 @@ def ingest(
     runs = _load_runs(session, keys)
     runs.update(_open_runs(session, (k for k in keys if k not in runs), grace_ms))
     event_rows: list[tuple[Any, ...]] = []
-    _, sqlite_text = _driver_sql(session, "")
-    received = _when(now, sqlite_text)
+    received = _when(now, session.get_bind().dialect.name == "sqlite")
     for batch in batches:
         run = runs.get(batch.run)
         if run is None:
@@ -270,7 +269,7 @@ def ingest(
                 usage.apply(event)
         changed.append((key, run))
     if changed:
-        sql, _ = _driver_sql(session, _UPDATE_RUN)
+        sql = _driver_sql(session, _UPDATE_RUN)
         rows = [
             (run.usage.next_seq, run.max_seq, json.dumps(run.usage.intervals),
              _billable(run, now, clock_check), run.usage.open_, run.usage.closed, received,
