@@ -6,14 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: up test lint typecheck contracts pytest bench bench-deps deps system-deps clean
+.PHONY: up test lint typecheck contracts solidity pytest bench bench-deps deps node-deps system-deps clean
 
 up: deps
 	$(BIN)/openpod up --data-dir $(CURDIR)/.openpod
 
-test: deps lint typecheck contracts pytest
+test: deps lint typecheck contracts solidity pytest
 
 lint: deps
 	$(BIN)/ruff check src tests bench
@@ -24,6 +25,14 @@ typecheck: deps
 
 contracts: deps
 	$(BIN)/lint-imports
+
+# The Solidity sources compile (solc-js, pinned in contracts/package-lock.json) to exactly the
+# artifacts committed under the Python package; `make solidity-build` rewrites them.
+solidity: node-deps
+	cd contracts && node compile.mjs --check
+
+solidity-build: node-deps
+	cd contracts && node compile.mjs
 
 pytest: deps
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -45,7 +54,14 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-deps: system-deps $(STAMP)
+deps: system-deps $(STAMP) node-deps
+
+# solc-js, OpenZeppelin and anvil (the dev chain), from npm.
+node-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Debian packages the platform and its tests run for real (sshd in pods, bubblewrap to isolate
 # them, PostgreSQL for the store tests, busybox and dash to run the boot script in several
@@ -60,6 +76,8 @@ system-deps:
 	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
 	command -v busybox >/dev/null 2>&1 || missing="$$missing busybox"; \
 	command -v dash >/dev/null 2>&1 || missing="$$missing dash"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
