@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import secrets
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig:
+    """Where openpod's contracts live: what `openpod chain deploy` writes (chain.json)."""
+
+    rpc_url: str
+    chain_id: int
+    token: str
+    payments: str
+    from_block: int = 0  # the block the payments contract was deployed in (for log queries)
+
+    @classmethod
+    def load(cls, path: Path) -> ChainConfig:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                rpc_url=str(data["rpcUrl"]),
+                chain_id=int(data["chainId"]),
+                token=str(data["token"]),
+                payments=str(data["payments"]),
+                from_block=int(data.get("fromBlock", 0)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"chain config {path} is unreadable: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        data = {
+            "rpcUrl": self.rpc_url,
+            "chainId": self.chain_id,
+            "token": self.token,
+            "payments": self.payments,
+            "fromBlock": self.from_block,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
 
 
 def default_data_dir() -> Path:
@@ -41,9 +81,38 @@ class ServerSettings(BaseSettings):
     settlement_period: float = 60.0  # seconds between settlement cuts and funds checks
     funds_guard: bool = True  # an hour of funds to start a pod; stop pods that run out
     signup_credit: int = 0  # base units credited to each account at sign-up
+    # On-chain payments (docs/chain.md): on when a deployment is configured, by the file that
+    # `openpod chain deploy` writes (chain.json in data_dir) or by OPENPOD_CHAIN_* variables.
+    chain_file: Path | None = None  # default: data_dir/chain.json
+    chain_rpc_url: str | None = None  # overrides the file's rpcUrl
+    hot_wallet_keystore: Path | None = None  # default: data_dir/hot-wallet.json (dev signer)
+    hot_wallet_password_file: Path | None = None  # default: data_dir/hot-wallet.password
+    payments_batch_size: int = 100  # settlements per transaction
+    payments_confirmations: int = 2  # blocks on top before a settlement is CONFIRMED
+    payments_bump_after: float = 30.0  # seconds a sent transaction waits before a fee bump
+    payments_poll: float = 1.0  # seconds between the payment gateway's rounds
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openpod.db'}"
+
+    def chain_path(self) -> Path:
+        return self.chain_file or self.data_dir / "chain.json"
+
+    def chain(self) -> ChainConfig | None:
+        """The deployment payments go to, or None when on-chain payments are off."""
+        path = self.chain_path()
+        if not path.exists():
+            return None
+        config = ChainConfig.load(path)
+        if self.chain_rpc_url:
+            config = dataclasses.replace(config, rpc_url=self.chain_rpc_url)
+        return config
+
+    def hot_wallet_paths(self) -> tuple[Path, Path]:
+        return (
+            self.hot_wallet_keystore or self.data_dir / "hot-wallet.json",
+            self.hot_wallet_password_file or self.data_dir / "hot-wallet.password",
+        )
 
     def edge_secret(self) -> bytes:
         """The key private pods' access tokens derive from: a 0600 file in data_dir, made

@@ -259,5 +259,88 @@ class Settlement(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     tx_hash: Mapped[str | None] = mapped_column(String(66), default=None)
+    # On-chain: the settlement id the contract knows (dense, so its paid-once bitmap stays
+    # cheap), the transaction that carries it, and what the `Paid` event said.
+    number: Mapped[int | None] = mapped_column(BigInteger, unique=True, default=None)
+    chain_tx_id: Mapped[str | None] = mapped_column(
+        ForeignKey("chain_txs.id"), index=True, default=None
+    )
+    paid_amount: Mapped[int | None] = mapped_column(BigUInt, default=None)
+    fee: Mapped[int | None] = mapped_column(BigUInt, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Counter(Base):
+    """A named counter bumped under a row lock: the hot wallet's next nonce, settlement numbers."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class PodLease(Base):
+    """What a user signed (EIP-712) to let one run of a pod be billed on-chain."""
+
+    __tablename__ = "pod_leases"
+
+    pod_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    lease_id: Mapped[str] = mapped_column(String(66), unique=True)
+    user_wallet: Mapped[str] = mapped_column(String(42))
+    provider_wallet: Mapped[str] = mapped_column(String(42))
+    gpu_type_id: Mapped[str] = mapped_column(String(100))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    max_rate: Mapped[int] = mapped_column(BigUInt)
+    start: Mapped[int] = mapped_column(BigInteger)  # unix seconds
+    signature: Mapped[str] = mapped_column(String(300))
+    # SIGNED → OPENING (in a transaction) → OPEN → CLOSING → CLOSED; FAILED with the reason.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    open_tx_id: Mapped[str | None] = mapped_column(ForeignKey("chain_txs.id"), default=None)
+    close_tx_id: Mapped[str | None] = mapped_column(ForeignKey("chain_txs.id"), default=None)
+    end: Mapped[int | None] = mapped_column(BigInteger, default=None)  # unix seconds
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChainTx(Base):
+    """One nonce of the hot wallet and what it carries; its signed attempts (fee bumps) are
+    `ChainTxAttempt`s. Stored before it is sent, so a restart finds and finishes it."""
+
+    __tablename__ = "chain_txs"
+    __table_args__ = (UniqueConstraint("chain_id", "sender", "nonce"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    sender: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # payments | lease | close
+    to: Mapped[str] = mapped_column(String(42))
+    data: Mapped[str] = mapped_column(Text)  # calldata, hex
+    gas: Mapped[int] = mapped_column(BigInteger)
+    # SIGNED → SENT → MINED → CONFIRMED; REVERTED (mined, failed); back to SENT on a reorg
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    mined_hash: Mapped[str | None] = mapped_column(String(66), default=None)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    block_hash: Mapped[str | None] = mapped_column(String(66), default=None)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChainTxAttempt(Base):
+    """One signed version of a `ChainTx` (the first, then each fee bump), kept to rebroadcast."""
+
+    __tablename__ = "chain_tx_attempts"
+
+    hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    tx_id: Mapped[str] = mapped_column(ForeignKey("chain_txs.id"), index=True)
+    raw: Mapped[str] = mapped_column(Text)  # the signed transaction, hex (public once sent)
+    max_fee: Mapped[int] = mapped_column(BigUInt)
+    tip: Mapped[int] = mapped_column(BigUInt)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
