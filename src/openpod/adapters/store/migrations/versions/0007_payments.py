@@ -85,9 +85,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("paid_amount", sa.String(78), nullable=True))
         batch.add_column(sa.Column("fee", sa.String(78), nullable=True))
         batch.create_unique_constraint("uq_settlements_number", ["number"])
-        batch.create_foreign_key(
-            "fk_settlements_chain_tx_id", "chain_txs", ["chain_tx_id"], ["id"]
-        )
+        batch.create_foreign_key("fk_settlements_chain_tx_id", "chain_txs", ["chain_tx_id"], ["id"])
         batch.create_index("ix_settlements_chain_tx_id", ["chain_tx_id"])
 
 
