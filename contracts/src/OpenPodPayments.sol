@@ -167,6 +167,8 @@ contract OpenPodPayments is AccessControl, Pausable, EIP712 {
     error FeeTooHigh(uint256 bps, uint256 maxBps);
     /// @notice Two lists that go together differ in length.
     error LengthMismatch(uint256 left, uint256 right);
+    /// @notice Charge `index` of a batch ran out of gas: the transaction needs a higher limit.
+    error BatchOutOfGas(uint256 index);
     /// @notice A batch with no charges.
     error EmptyBatch();
     /// @notice `settleFromBatch` is called by the contract itself only.
@@ -215,7 +217,8 @@ contract OpenPodPayments is AccessControl, Pausable, EIP712 {
     }
 
     /// @notice Pay many settlements in one transaction. A charge that cannot be paid does not
-    ///         stop the others: it emits `PaymentRejected` with its custom error instead.
+    ///         stop the others: it emits `PaymentRejected` with its custom error instead. A
+    ///         charge that runs out of gas reverts the whole batch (`BatchOutOfGas`).
     /// @param charges The settlements, each with the fields of `payment`.
     /// @return paid How many were paid.
     function paymentBatch(Charge[] calldata charges)
@@ -229,6 +232,10 @@ contract OpenPodPayments is AccessControl, Pausable, EIP712 {
             try this.settleFromBatch(charges[i]) {
                 ++paid;
             } catch (bytes memory reason) {
+                // Every rejection of ours carries a custom error; an empty reason is the call
+                // running out of gas (it gets 63/64 of what is left), which must not pass for
+                // a rejection: fail the whole batch so that gas estimation finds enough.
+                if (reason.length == 0) revert BatchOutOfGas(i);
                 emit PaymentRejected(charges[i].settlementId, reason);
             }
         }
