@@ -1,5 +1,7 @@
 """A settlement's life: cut off-chain as PENDING, then SUBMITTED as a contract call, then
-CONFIRMED on chain; or FAILED, with the reason, from either of the first two."""
+CONFIRMED on chain; or FAILED, with the reason, from either of the first two. A SUBMITTED
+settlement whose transaction did not land (reverted as a whole, or its nonce taken by another
+transaction) goes back to PENDING to be sent again: the contract pays its number once only."""
 
 import enum
 
@@ -18,6 +20,7 @@ TRANSITIONS: frozenset[tuple[SettlementStatus, SettlementStatus]] = frozenset(
     {
         (_S.PENDING, _S.SUBMITTED),
         (_S.SUBMITTED, _S.CONFIRMED),
+        (_S.SUBMITTED, _S.PENDING),
         (_S.PENDING, _S.FAILED),
         (_S.SUBMITTED, _S.FAILED),
     }

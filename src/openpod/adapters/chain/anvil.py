@@ -59,6 +59,7 @@ class Anvil:
             self._args += ["--state", str(state), "--state-interval", "5"]
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self.url = ""
 
     @property
@@ -78,9 +79,10 @@ class Anvil:
         found: list[str] = []
         assert proc.stdout is not None
         log = self._log.open("ab") if self._log else None
-        threading.Thread(
+        self._reader = threading.Thread(
             target=_drain, args=(proc.stdout, log, found, ready), daemon=True, name="anvil-log"
-        ).start()
+        )
+        self._reader.start()
         if not ready.wait(timeout_s) or not found:
             self.stop()
             raise ChainError(f"anvil did not start listening within {timeout_s:.0f} s")
@@ -97,6 +99,8 @@ class Anvil:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if self._reader is not None:
+            self._reader.join(10)  # it closes the pipe at its end
 
     def __enter__(self) -> Anvil:
         return self.start()
@@ -121,5 +125,6 @@ def _drain(
                     ready.set()
     finally:
         ready.set()
+        stream.close()
         if log:
             log.close()
