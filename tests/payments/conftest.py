@@ -84,14 +84,14 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-async def make_user(rpc: Rpc, chain: Chain, *, cap: int = TOKENS) -> KeystoreSigner:
+async def make_user(rpc: Rpc, deployment: Deployment, *, cap: int = TOKENS) -> KeystoreSigner:
     """A wallet with ETH and tokens that approved the payments contract and set a cap."""
     user = KeystoreSigner(bytes(EthAccount.create().key))
     await fund(rpc, user.address)
-    token = Contract(rpc, "DevToken", chain.deployment.token)
-    payments = Contract(rpc, "OpenPodPayments", chain.deployment.payments)
+    token = Contract(rpc, "DevToken", deployment.token)
+    payments = Contract(rpc, "OpenPodPayments", deployment.payments)
     await token.send(user, token.calldata("faucet", user.address, TOKENS))
-    await token.send(user, token.calldata("approve", chain.deployment.payments, 2**256 - 1))
+    await token.send(user, token.calldata("approve", deployment.payments, 2**256 - 1))
     await payments.send(user, payments.calldata("setSpendingCap", cap))
     return user
 

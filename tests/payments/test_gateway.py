@@ -131,7 +131,7 @@ async def test_a_run_is_paid_on_chain_exactly_as_metered(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     provider_before = await balance(rpc, chain, PROVIDER)
@@ -167,7 +167,7 @@ async def test_nonces_come_from_the_database_without_gap_or_reuse(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     start = await rpc.nonce(chain.hot.address, "latest")
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     for _ in range(2):
         await sign_lease(db, rpc, chain, settled_run(db), user)
         await settle_all(gateway(db, rpc, chain, batch_size=2), rpc)  # a new gateway each time
@@ -184,7 +184,7 @@ async def test_a_settlement_sent_again_is_charged_once(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     await settle_all(gateway(db, rpc, chain), rpc)
     after_first = await balance(rpc, chain, user.address)
@@ -213,7 +213,7 @@ async def test_killed_between_sign_and_send_pays_once(
     db: Database, rpc: Rpc, chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     first = gateway(db, rpc, chain)
@@ -244,7 +244,7 @@ async def test_killed_between_send_and_receipt_pays_once(
     db: Database, rpc: Rpc, chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     first = gateway(db, rpc, chain)
@@ -270,7 +270,7 @@ async def test_killed_between_send_and_receipt_pays_once(
 
 async def test_rpc_outage_loses_nothing(db: Database, rpc: Rpc, chain: Chain) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     outage = Outage(int(chain.url.rsplit(":", 1)[1]))
@@ -295,7 +295,7 @@ async def test_a_stuck_transaction_is_bumped_and_lands_once(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     clock = Clock()
@@ -326,7 +326,7 @@ async def test_a_stuck_transaction_is_bumped_and_lands_once(
 
 async def test_a_dropped_block_is_recovered(db: Database, rpc: Rpc, chain: Chain) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     before = await balance(rpc, chain, user.address)
     gw = gateway(db, rpc, chain, confirmations=3)
@@ -352,7 +352,7 @@ async def test_a_rejected_payment_fails_with_the_decoded_error(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain, cap=cost(100, 1, H100_RATE))  # less than 181 s
+    user = await make_user(rpc, chain.deployment, cap=cost(100, 1, H100_RATE))  # less than 181 s
     await sign_lease(db, rpc, chain, pod_id, user)
 
     report = await settle_all(gateway(db, rpc, chain), rpc)
@@ -371,7 +371,7 @@ async def test_a_lease_the_user_did_not_sign_fails_its_settlements(
     db: Database, rpc: Rpc, chain: Chain
 ) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user, signer=chain.admin)
     before = await balance(rpc, chain, user.address)
 
@@ -387,7 +387,7 @@ async def test_a_lease_the_user_did_not_sign_fails_its_settlements(
 
 async def test_paused_payments_are_held_then_sent(db: Database, rpc: Rpc, chain: Chain) -> None:
     pod_id = settled_run(db)
-    user = await make_user(rpc, chain)
+    user = await make_user(rpc, chain.deployment)
     await sign_lease(db, rpc, chain, pod_id, user)
     gw = gateway(db, rpc, chain)
     await gw.round()

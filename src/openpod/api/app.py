@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from openpod import __version__
+from openpod.adapters.chain import Rpc
 from openpod.adapters.edge import EdgeError, EdgeProxy, EdgeSettings, Route
+from openpod.adapters.signers import KeystoreSigner
 from openpod.adapters.store import Database, StoreError, migrate
 from openpod.api import errors
 from openpod.api.deps import AppState
-from openpod.api.routes import accounts, billing, gpus, nodes, pods
+from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods
+from openpod.api.routes.chain import router as chain_router
 from openpod.services import billing_round, providers
 from openpod.services.connect import ConnectSettings
 from openpod.services.edge_routes import EdgeRouter
@@ -23,6 +26,7 @@ from openpod.services.funds import DatabaseFunds
 from openpod.services.hub import NodeHub
 from openpod.services.meter_hub import MeterHub
 from openpod.services.metering import MeterConfig
+from openpod.services.payments import GatewayConfig, PaymentGateway
 from openpod.settings import ServerSettings
 
 log = logging.getLogger("openpod.api")
@@ -83,6 +87,25 @@ async def _settle_every_period(state: AppState) -> None:
             await state.hub.push(change)
 
 
+def payment_gateway(settings: ServerSettings, db: Database) -> PaymentGateway | None:
+    """The hot wallet's payment gateway when a chain is configured (chain.json), else None.
+    The development signer is an encrypted keystore with its password in a 0600 file."""
+    chain = settings.chain()
+    if chain is None:
+        return None
+    keystore, password_file = settings.hot_wallet_paths()
+    signer = KeystoreSigner.load(keystore, password_file.read_text().strip())
+    config = GatewayConfig(
+        chain_id=chain.chain_id,
+        payments=chain.payments,
+        batch_size=settings.payments_batch_size,
+        confirmations=settings.payments_confirmations,
+        bump_after_s=settings.payments_bump_after,
+    )
+    log.info("paying settlements on chain %d as %s", chain.chain_id, signer.address)
+    return PaymentGateway(db, Rpc(chain.rpc_url), signer, config)
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
 
@@ -114,6 +137,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.openpod = state
         meters.start()
         tasks = [asyncio.create_task(_settle_every_period(state))]
+        payments_stop = asyncio.Event()
+        gateway = payment_gateway(settings, db)
+        if gateway is not None:
+            tasks.append(asyncio.create_task(gateway.run(settings.payments_poll, payments_stop)))
         if router is not None:
             tasks.append(asyncio.create_task(_keep_edge_in_step(router, db)))
         log.info("openpod control plane %s on %s", __version__, db.dialect)
@@ -123,6 +150,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await meters.stop()
+        if gateway is not None:
+            await gateway.rpc.aclose()
         db.dispose()
 
     app = FastAPI(
@@ -137,8 +166,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (accounts, billing, gpus, nodes, pods):
+    for module in (accounts, billing, gpus, leases, nodes, pods):
         app.include_router(module.router)
+    app.include_router(chain_router)
     return app
 
 

@@ -46,7 +46,7 @@ from openpod.adapters.chain import (
     is_already_known,
     is_nonce_too_low,
 )
-from openpod.adapters.store import Database
+from openpod.adapters.store import Database, StoreError
 from openpod.adapters.store.models import (
     ChainTx,
     ChainTxAttempt,
@@ -55,6 +55,7 @@ from openpod.adapters.store.models import (
     Settlement,
     utcnow,
 )
+from openpod.domain.errors import DomainError
 from openpod.domain.settlement import SettlementStatus, advance
 from openpod.services import chain_txs
 from openpod.services.chain_txs import Fees, Signer, TxStatus
@@ -146,7 +147,7 @@ class PaymentGateway:
             except (RpcUnavailable, RpcError) as error:
                 delay = min(max(delay * 2, period_s), 60.0)
                 log.warning("payment round: %s; retrying in %.0f s", error, delay)
-            except ChainError as error:
+            except (ChainError, StoreError, DomainError) as error:
                 log.warning("payment round: %s", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
