@@ -19,6 +19,7 @@ from openpod.api import errors
 from openpod.api.deps import AppState
 from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods
 from openpod.api.routes.chain import router as chain_router
+from openpod.api.routes.wallets import router as wallet_router
 from openpod.services import billing_round, providers
 from openpod.services.connect import ConnectSettings
 from openpod.services.edge_routes import EdgeRouter
@@ -94,6 +95,12 @@ def payment_gateway(settings: ServerSettings, db: Database) -> PaymentGateway | 
     if chain is None:
         return None
     keystore, password_file = settings.hot_wallet_paths()
+    if not keystore.exists() or not password_file.exists():
+        raise RuntimeError(
+            f"a chain is configured ({settings.chain_path()}) but the hot wallet is not: "
+            f"need the keystore {keystore} and its password file {password_file} "
+            "(OPENPOD_HOT_WALLET_KEYSTORE, OPENPOD_HOT_WALLET_PASSWORD_FILE)"
+        )
     signer = KeystoreSigner.load(keystore, password_file.read_text().strip())
     config = GatewayConfig(
         chain_id=chain.chain_id,
@@ -168,6 +175,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     for module in (accounts, billing, gpus, leases, nodes, pods):
         app.include_router(module.router)
+    app.include_router(wallet_router)
     app.include_router(chain_router)
     return app
 

@@ -12,7 +12,7 @@ import typer
 
 from openpod import __version__
 from openpod.cli import config as cfg
-from openpod.cli import gpus, keys, pods, provider, ssh, usage
+from openpod.cli import gpus, keys, pods, provider, ssh, usage, wallet
 from openpod.cli.errors import EXIT_CODES_HELP, ExitCode
 from openpod.cli.output import fail, print_line
 
@@ -85,3 +85,4 @@ app.add_typer(keys.app, name="ssh-key")
 app.add_typer(ssh.app, name="ssh")
 app.add_typer(provider.account_app, name="account")
 app.add_typer(provider.app, name="provider")
+app.add_typer(wallet.app, name="wallet")

@@ -16,6 +16,7 @@ from openpod.adapters.store.models import (
     Provider,
     SSHKey,
 )
+from openpod.adapters.store.wallet_models import WalletLink
 
 __all__ = [
     "Account",
@@ -29,5 +30,6 @@ __all__ = [
     "Provider",
     "SSHKey",
     "StoreError",
+    "WalletLink",
     "migrate",
 ]
