@@ -43,6 +43,8 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.meter
 	$(BIN)/python -m bench.metering
+	$(BIN)/python -m bench.payments_gas
+	$(BIN)/python -m bench.payments
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

@@ -147,6 +147,8 @@ contract OpenPodPayments is AccessControl, Pausable, EIP712 {
     error AlreadyPaid(uint256 settlementId);
     /// @notice No lease with this id.
     error UnknownLease(bytes32 lease);
+    /// @notice A lease start of 0 or past 2**40 - 1.
+    error BadLeaseStart(uint64 start);
     /// @notice A lease with this id exists already.
     error LeaseExists(bytes32 lease);
     /// @notice The lease was closed before.
@@ -329,6 +331,8 @@ contract OpenPodPayments is AccessControl, Pausable, EIP712 {
         if (terms.user == address(0)) revert ZeroAddress("user");
         if (terms.provider == address(0)) revert ZeroAddress("provider");
         if (terms.gpuCount == 0) revert ZeroGpuCount();
+        // 0 would read as "not closed" in `end`, and starts past 40 bits would be truncated.
+        if (terms.start == 0 || terms.start > type(uint40).max) revert BadLeaseStart(terms.start);
         id = leaseId(terms.user, terms.pod, terms.generation);
         if (_leases[id].user != address(0)) revert LeaseExists(id);
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(LEASE_TYPEHASH, terms)));

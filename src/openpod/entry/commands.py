@@ -318,3 +318,6 @@ def register(app: typer.Typer) -> None:
         add_help_option=False,
     )(meter)
     app.add_typer(admin, name="admin")
+    from openpod.entry import chain  # its adapters load lazily, in the commands
+
+    app.add_typer(chain.app, name="chain")

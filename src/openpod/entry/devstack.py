@@ -1,26 +1,45 @@
 """`openpod up` (what `make up` runs): the whole platform on one machine until Ctrl-C.
 
-Starts the control plane and one local node as child processes, creates (once) a demo account
-that is also the node's provider, adds the user's SSH key to it, configures the local `openpod`
-CLI for it, and prints a quickstart. Ctrl-C stops the node, the pods it runs and the control
-plane, each by the PID this process started; the next `openpod up` resumes the pods.
+Starts the development chain (anvil, its state kept in the data dir) with openpod's contracts
+deployed and a funded demo wallet, the control plane and one local node as child processes,
+creates (once) a demo account that is also the node's provider, adds the user's SSH key to it,
+configures the local `openpod` CLI for it, and prints a quickstart. Ctrl-C stops the node, the
+pods it runs, the control plane and the chain, each by the PID this process started; the next
+`openpod up` resumes the pods on the same chain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from openpod.adapters.chain import Anvil, ChainError, Contract, Rpc
 from openpod.adapters.runtimes.local import LocalRuntime
+from openpod.entry.chain import (
+    ChainSetupError,
+    Wallet,
+    catalog_rates,
+    deploy_openpod,
+    deployer_wallet,
+    dev_top_up,
+    hot_wallet,
+)
+from openpod.settings import ChainConfig, ServerSettings
 
-DEMO_WALLET = "0x00000000000000000000000000000000000d3e70"
+DEMO_WALLET = "0x00000000000000000000000000000000000d3e70"  # the demo provider's payouts
+DEMO_TOKENS = 1_000_000 * 10**18  # DevToken (18 decimals) the demo user's wallet holds
+DEMO_CAP = 1_000 * 10**18  # how much more the operator may charge it (its spending cap)
+MAX_UINT256 = 2**256 - 1
 EDGE_PORT = 8480  # http://{pod}-{port}.proxy.localhost:8480/
 GATEWAY_PORT = 2222  # ssh -J openpod@127.0.0.1:2222 root@POD
 
@@ -126,6 +145,107 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path) -
         time.sleep(0.05)
 
 
+@dataclass
+class DevChain:
+    """The development chain `openpod up` runs: anvil, the deployment, the demo user's wallet."""
+
+    anvil: Anvil
+    config: ChainConfig
+    demo_wallet: Wallet
+    deployed: bool  # this start deployed the contracts (first run, or anvil's state was lost)
+    seconds: float  # anvil + deployment + demo wallet
+
+
+def start_dev_chain(data_dir: Path, settings: ServerSettings | None = None) -> DevChain:
+    """Start anvil (state in data_dir/anvil-state.json, a block a second so that confirmations
+    come), deploy the contracts unless chain.json's are there already, write chain.json with
+    this anvil's URL, and fund the hot wallet and the demo wallet. The caller stops anvil."""
+    started = time.monotonic()
+    settings = settings or ServerSettings(data_dir=data_dir)
+    anvil = Anvil(block_time=1, state=data_dir / "anvil-state.json", log=data_dir / "anvil.log")
+    anvil.start()
+    demo = Wallet(data_dir / "demo-wallet.json", data_dir / "demo-wallet.password", "demo wallet")
+    try:
+        config, deployed = asyncio.run(_prepare_chain(anvil.url, settings, demo))
+    except BaseException:
+        anvil.stop()
+        raise
+    return DevChain(anvil, config, demo, deployed, time.monotonic() - started)
+
+
+async def _prepare_chain(
+    url: str, settings: ServerSettings, demo: Wallet
+) -> tuple[ChainConfig, bool]:
+    deployer = deployer_wallet(settings)
+    hot = hot_wallet(settings)
+    async with Rpc(url) as rpc:
+        # Set-up transactions are mined at once; then back to a block a second.
+        await rpc.request("evm_setAutomine", [True])
+        try:
+            config = await _deployment_on(rpc, settings)
+            # Keys (scrypt, ~1 s each to make or decrypt) and the catalog (the database's
+            # migrations on a first run) are made ready side by side.
+            keys = [w for w in (deployer, hot, demo) if not w.exists()]
+            if config is None:
+                keys += [w for w in (deployer, demo) if w not in keys]
+            ready = [asyncio.to_thread(w.signer, create=True) for w in keys]
+            deployed = config is None
+            if config is None:
+                rates = asyncio.create_task(asyncio.to_thread(catalog_rates, settings))
+                await asyncio.gather(rates, *ready)
+                done = await deploy_openpod(
+                    settings, url, deployer, rates=rates.result(), force=True
+                )
+                config = done.config
+            else:
+                await asyncio.gather(*ready)
+            config = dataclasses.replace(config, rpc_url=url)  # anvil's port is new each start
+            config.save(settings.chain_path())
+            await dev_top_up(rpc, hot.address)
+            await prepare_demo_wallet(rpc, config, demo)
+        finally:
+            await rpc.request("evm_setIntervalMining", [1])
+    return config, deployed
+
+
+async def _deployment_on(rpc: Rpc, settings: ServerSettings) -> ChainConfig | None:
+    """chain.json's deployment if this chain has its contracts (anvil's state kept them)."""
+    path = settings.chain_path()
+    try:
+        config = ChainConfig.load(path) if path.exists() else None
+    except ValueError:
+        return None
+    if config is None or config.chain_id != await rpc.chain_id():
+        return None
+    if not await rpc.code(config.payments) or not await rpc.code(config.token):
+        return None
+    return config
+
+
+async def prepare_demo_wallet(rpc: Rpc, config: ChainConfig, demo: Wallet) -> None:
+    """ETH for gas, DEMO_TOKENS from the faucet, the payments contract approved, and a spending
+    cap DEMO_CAP above what was spent: topped up only where it ran low (a restart is quick)."""
+    token = Contract(rpc, "DevToken", config.token)
+    payments = Contract(rpc, "OpenPodPayments", config.payments)
+    address = demo.address
+    await dev_top_up(rpc, address)
+    balance = int(await token.read_one("balanceOf", address))
+    allowance = int(await token.read_one("allowance", address, config.payments))
+    cap, spent = (int(v) for v in await payments.read("budgets", address))
+    sends = []
+    if balance < DEMO_TOKENS // 2:
+        sends.append((token, token.calldata("faucet", address, DEMO_TOKENS - balance)))
+    if allowance < DEMO_TOKENS:
+        sends.append((token, token.calldata("approve", config.payments, MAX_UINT256)))
+    if cap - spent < DEMO_CAP // 2:
+        sends.append((payments, payments.calldata("setSpendingCap", spent + DEMO_CAP)))
+    if not sends:
+        return
+    signer = await asyncio.to_thread(demo.signer)
+    for contract, data in sends:
+        await contract.send(signer, data)
+
+
 def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     api = f"http://127.0.0.1:{port}"
@@ -139,6 +259,7 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    chain: DevChain | None = None
     host_key = data_dir / "gateway_host_key"
     server_env = {
         **env,
@@ -160,6 +281,13 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
             logs["gateway"],
             env,
         )  # fmt: skip
+        # The chain starts while the edge and the gateway do; the server finds its chain.json.
+        try:
+            chain = start_dev_chain(data_dir)
+        except (ChainError, ChainSetupError) as error:
+            raise SystemExit(
+                f"the dev chain did not start: {error}; see {data_dir / 'anvil.log'}"
+            ) from None
         _wait_for(
             host_key.with_name(host_key.name + ".pub"), procs["gateway"], "gateway", logs["gateway"]
         )
@@ -178,7 +306,7 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
             logs["node"],
             {**env, "OPENPOD_NODE_TOKEN": demo["node_token"]},  # not argv: `ps` shows argv
         )
-        print(_quickstart(api, demo["api_key"], data_dir, _link_cli()), flush=True)
+        print(_quickstart(api, demo["api_key"], data_dir, _link_cli(), chain), flush=True)
         while not stopping and all(proc.poll() is None for proc in procs.values()):
             try:
                 time.sleep(0.5)
@@ -190,22 +318,34 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        print("\nstopping: node, pods, control plane, gateway, edge", flush=True)
+        print("\nstopping: node, pods, control plane, gateway, edge, chain", flush=True)
         _stop(procs.get("node"))
         runtime = LocalRuntime(data_dir / "node")
         for obs in runtime.adopt():
             runtime.stop(obs.pod_id, 5.0)
         for name in ("server", "gateway", "edge"):
             _stop(procs.get(name))
+        if chain is not None:
+            chain.anvil.stop()  # by its PID; anvil writes its state on the way out
     return 0
 
 
-def _quickstart(api: str, api_key: str, data_dir: Path, cli: str) -> str:
+def _quickstart(api: str, api_key: str, data_dir: Path, cli: str, chain: DevChain) -> str:
+    config, demo = chain.config, chain.demo_wallet
     return f"""
 openpod is up: control plane {api} (OpenAPI: {api}/docs), one local node,
   pod URLs at http://POD-PORT.proxy.localhost:{EDGE_PORT}/, SSH gateway on 127.0.0.1:{GATEWAY_PORT}.
   demo API key (the CLI is already configured with it): {api_key}
   logs and state: {data_dir}
+
+Chain: anvil {config.rpc_url} (chain id {config.chain_id}, a block a second), ready in \
+{chain.seconds:.1f} s{" (contracts deployed)" if chain.deployed else ""}
+  payments (OpenPodPayments) {config.payments}
+  token (DevToken, oUSD)     {config.token}
+  demo wallet {demo.address}: {DEMO_TOKENS // 10**18:,} oUSD, payments approved, spending cap
+    {DEMO_CAP // 10**18:,} oUSD; keystore {demo.keystore}, password in {demo.password_file}
+  {cli} chain info --data-dir {data_dir} --check
+  {cli} wallet link --keystore {demo.keystore} --password-file {demo.password_file}
 
 In another terminal:
   {cli} gpu list
