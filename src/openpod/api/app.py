@@ -20,10 +20,11 @@ from openpod.api.deps import AppState
 from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods
 from openpod.api.routes.chain import router as chain_router
 from openpod.api.routes.wallets import router as wallet_router
-from openpod.services import billing_round, providers
+from openpod.services import billing_round, funds, providers
+from openpod.services.chain_funds import ChainFunds
 from openpod.services.connect import ConnectSettings
 from openpod.services.edge_routes import EdgeRouter
-from openpod.services.funds import DatabaseFunds
+from openpod.services.funds import DatabaseFunds, Funds
 from openpod.services.hub import NodeHub
 from openpod.services.meter_hub import MeterHub
 from openpod.services.metering import MeterConfig
@@ -77,6 +78,9 @@ async def _settle_every_period(state: AppState) -> None:
     while True:
         await asyncio.sleep(period)
         try:
+            if state.funds is not None:
+                wallets = await state.hub.run_db(funds.running_wallets, readonly=True)
+                await state.funds.refresh(wallets)
             changes = await state.hub.run_db(
                 lambda s: billing_round.run(s, state.funds, period, state.meters.config.grace_ms)
             )
@@ -86,6 +90,17 @@ async def _settle_every_period(state: AppState) -> None:
         state.meters.metrics.settlement_rounds += 1
         for change in changes:
             await state.hub.push(change)
+
+
+def funds_guard(settings: ServerSettings) -> Funds | None:
+    """What the funds guard asks: the users' wallets on chain when payments are on, else the
+    database balance; None when the guard is off."""
+    if not settings.funds_guard:
+        return None
+    chain = settings.chain()
+    if chain is None:
+        return DatabaseFunds()
+    return ChainFunds(Rpc(chain.rpc_url, timeout_s=5.0), chain.token, chain.payments)
 
 
 def payment_gateway(settings: ServerSettings, db: Database) -> PaymentGateway | None:
@@ -139,7 +154,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             links=links,
             edge_secret=secret,
             meters=meters,
-            funds=DatabaseFunds() if settings.funds_guard else None,
+            funds=funds_guard(settings),
         )
         app.state.openpod = state
         meters.start()
@@ -159,6 +174,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         await meters.stop()
         if gateway is not None:
             await gateway.rpc.aclose()
+        if isinstance(state.funds, ChainFunds):
+            await state.funds.rpc.aclose()
         db.dispose()
 
     app = FastAPI(

@@ -68,3 +68,13 @@ async def as_account(
     return await state.hub.run_db(
         lambda session: fn(session, accounts.authenticate(session, key)), readonly=readonly
     )
+
+
+async def refresh_funds(state: AppState, key: str | None) -> None:
+    """Before a question to the funds guard: bring what it knows of the caller's wallet up to
+    date (on-chain funds are read asynchronously, outside the database transaction)."""
+    if state.funds is None:
+        return
+    wallet = await as_account(state, key, lambda _, a: a.wallet_address, readonly=True)
+    if wallet:
+        await state.funds.refresh([wallet])

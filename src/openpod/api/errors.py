@@ -15,6 +15,7 @@ from openpod.services.errors import (
     PaymentRequired,
     ServiceError,
     Unauthenticated,
+    Unavailable,
 )
 
 STATUS: list[tuple[type[ServiceError], int]] = [
@@ -24,6 +25,7 @@ STATUS: list[tuple[type[ServiceError], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Unavailable, 503),
 ]
 
 

@@ -31,3 +31,7 @@ class NoCapacity(Conflict):
 
 class PaymentRequired(ServiceError):
     """The account's funds cannot pay for what it asks (an hour of a new pod)."""
+
+
+class Unavailable(ServiceError):
+    """Something the answer depends on cannot be reached now (the chain's RPC); retry later."""

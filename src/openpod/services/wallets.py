@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from openpod.adapters.chain import DEV_CHAIN_ID, ChainError, Contract, Rpc, RpcUnavailable
 from openpod.adapters.store import Account, Provider, WalletLink
 from openpod.domain.siwe import SiweError, SiweMessage, format_time, new_nonce
-from openpod.services.errors import Conflict, Forbidden, InvalidInput, ServiceError
+from openpod.services.errors import Conflict, Forbidden, InvalidInput, Unavailable
 from openpod.settings import ChainConfig, ServerSettings
 
 Purpose = Literal["account", "payout"]
@@ -40,7 +40,7 @@ STATEMENT = "Link this wallet to your openpod account."
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
-class ChainUnavailable(ServiceError):
+class ChainUnavailable(Unavailable):
     """The chain's RPC cannot be reached or answered nonsense (the API answers 503)."""
 
 

@@ -12,7 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from openpod.adapters.store import Account
 from openpod.api import schemas
-from openpod.api.deps import AppState, Key, State, as_account
+from openpod.api.deps import AppState, Key, State, as_account, refresh_funds
 from openpod.domain.metering import MeterEventError, parse_batch
 from openpod.services import funds, metering, usage
 from openpod.services.errors import Forbidden, InvalidInput
@@ -59,6 +59,7 @@ def _balance(state: AppState, session: Session, account: Account) -> schemas.Bal
 @router.get("/balance")
 async def get_balance(state: State, key: Key) -> schemas.Balance:
     """The caller's balance and what is still available after settlements and usage."""
+    await refresh_funds(state, key)
     return await as_account(state, key, lambda s, a: _balance(state, s, a), readonly=True)
 
 

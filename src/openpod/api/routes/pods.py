@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Account, Pod
 from openpod.api import schemas
-from openpod.api.deps import Key, State, as_account
+from openpod.api.deps import Key, State, as_account, refresh_funds
 from openpod.api.errors import WaitTimedOut
 from openpod.domain.lifecycle import PodStatus
 from openpod.services import connect, pods
@@ -37,6 +37,7 @@ async def create_pod(body: schemas.PodCreate, state: State, key: Key) -> schemas
         public_key=body.public_key,
         private=body.private,
     )
+    await refresh_funds(state, key)
     change = await as_account(
         state, key, lambda s, a: PodChange.of(s, pods.create_pod(s, a, request, state.funds))
     )
@@ -81,6 +82,7 @@ async def stop_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
 @router.post("/pods/{pod_id}/resume", include_in_schema=False)
 async def resume_pod(pod_id: str, state: State, key: Key) -> schemas.PodOut:
     """Resume a stopped pod on the same node (where its /workspace is), if its GPUs are free."""
+    await refresh_funds(state, key)
     return await _act(state, key, lambda s, a: pods.resume_pod(s, a, pod_id, state.funds))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Account
@@ -14,17 +14,10 @@ from openpod.services import wallets
 router = APIRouter(tags=["wallet"])
 
 
-def _unavailable(error: wallets.ChainUnavailable) -> HTTPException:
-    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
-
-
 @router.post("/wallet/nonce", status_code=status.HTTP_201_CREATED)
 async def create_nonce(body: schemas.NonceCreate, state: State, key: Key) -> schemas.NonceOut:
     """A single-use nonce (10 minutes) to sign into an EIP-4361 message for `purpose`."""
-    try:
-        rules = wallets.link_rules(state.settings)
-    except wallets.ChainUnavailable as error:
-        raise _unavailable(error) from None
+    rules = wallets.link_rules(state.settings)  # ChainUnavailable: 503
     now = utcnow()
     row = await as_account(
         state, key, lambda s, a: wallets.issue_nonce(s, a, body.purpose, now=now)
@@ -43,10 +36,7 @@ async def create_nonce(body: schemas.NonceCreate, state: State, key: Key) -> sch
 @router.post("/wallet/link")
 async def link_wallet(body: schemas.LinkCreate, state: State, key: Key) -> schemas.LinkOut:
     """Link the wallet that signed `message` (EIP-191) for the purpose of its nonce."""
-    try:
-        rules = wallets.link_rules(state.settings)
-    except wallets.ChainUnavailable as error:
-        raise _unavailable(error) from None
+    rules = wallets.link_rules(state.settings)  # ChainUnavailable: 503
     now = utcnow()
 
     def link(session: Session, account: Account) -> schemas.LinkOut:
@@ -61,13 +51,10 @@ async def get_wallet(state: State, key: Key) -> schemas.WalletOut:
     """The linked wallets and, when a chain is configured, the account wallet's balance,
     allowance to the payments contract, and spending cap and spent (503 if the RPC is down)."""
     linked = await as_account(state, key, wallets.wallets_of, readonly=True)
-    try:
-        config = wallets.chain_config(state.settings)
-        funds = None
-        if config is not None and linked.address is not None:
-            funds = await wallets.read_funds(config, linked.address)
-    except wallets.ChainUnavailable as error:
-        raise _unavailable(error) from None
+    config = wallets.chain_config(state.settings)  # ChainUnavailable: 503
+    funds = None
+    if config is not None and linked.address is not None:
+        funds = await wallets.read_funds(config, linked.address)
     return schemas.WalletOut(
         address=linked.address,
         address_proven=linked.address_proven,
