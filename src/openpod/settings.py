@@ -91,6 +91,7 @@ class ServerSettings(BaseSettings):
     payments_confirmations: int = 2  # blocks on top before a settlement is CONFIRMED
     payments_bump_after: float = 30.0  # seconds a sent transaction waits before a fee bump
     payments_poll: float = 1.0  # seconds between the payment gateway's rounds
+    lease_deadline: float = 600.0  # seconds a pod may run without a signed lease (on-chain)
     siwe_domain: str | None = None  # Sign-In with Ethereum domain(s); default: host:port
 
     def db_url(self) -> str:

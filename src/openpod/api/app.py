@@ -75,6 +75,8 @@ async def _keep_edge_in_step(router: EdgeRouter, db: Database) -> None:
 async def _settle_every_period(state: AppState) -> None:
     """Cut settlements, close runs nobody meters any more, stop pods out of funds."""
     period = state.settings.settlement_period
+    paid_on_chain = state.settings.chain() is not None
+    lease_deadline = state.settings.lease_deadline if paid_on_chain else None
     while True:
         await asyncio.sleep(period)
         try:
@@ -82,7 +84,9 @@ async def _settle_every_period(state: AppState) -> None:
                 wallets = await state.hub.run_db(funds.running_wallets, readonly=True)
                 await state.funds.refresh(wallets)
             changes = await state.hub.run_db(
-                lambda s: billing_round.run(s, state.funds, period, state.meters.config.grace_ms)
+                lambda s: billing_round.run(
+                    s, state.funds, period, state.meters.config.grace_ms, lease_deadline
+                )
             )
         except StoreError as error:  # the next round retries
             log.warning("settlement round failed: %s", error)

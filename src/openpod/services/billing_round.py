@@ -1,17 +1,21 @@
 """One settlement round (every OPENPOD_SETTLEMENT_PERIOD): close the runs nobody meters any
-more, cut every run's unsettled seconds, and stop the pods whose funds ran out."""
+more, cut every run's unsettled seconds, and stop the pods whose funds ran out — and, when
+payments are on-chain, the pods whose run cannot be paid: its lease was refused by the
+contract, or its user did not sign one within the deadline."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from openpod.adapters.store import Pod
-from openpod.adapters.store.models import utcnow
+from openpod.adapters.store.models import PodLease, utcnow
 from openpod.domain.lifecycle import DesiredStatus, PodEvent
 from openpod.services import funds, metering, pods
 from openpod.services.hub import PodChange
+from openpod.services.payments import LeaseStatus
 
 
 def close_abandoned(session: Session, grace_ms: int) -> list[metering.RunKey]:
@@ -29,18 +33,57 @@ def close_abandoned(session: Session, grace_ms: int) -> list[metering.RunKey]:
     return closed
 
 
+LEASE_FAILED = "lease_refused"
+NO_LEASE = "no_lease"
+
+
+def unpayable(session: Session, deadline_s: float) -> list[tuple[Pod, str]]:
+    """Running pods whose current run cannot be paid on-chain, with the reason: its lease
+    FAILED, or none was signed `deadline_s` after the run was placed."""
+    query = (
+        select(Pod, PodLease.status)
+        .outerjoin(
+            PodLease,
+            and_(PodLease.pod_id == Pod.id, PodLease.generation == Pod.generation),
+        )
+        .where(
+            Pod.status.in_(funds.RUNNING_STATUSES),
+            Pod.desired_status == DesiredStatus.RUNNING.value,
+        )
+    )
+    late = utcnow() - timedelta(seconds=deadline_s)
+    found = []
+    for pod, lease_status in session.execute(query).all():
+        if lease_status == LeaseStatus.FAILED:
+            found.append((pod, LEASE_FAILED))
+        elif lease_status is None and (pod.last_started_at or pod.created_at) < late:
+            found.append((pod, NO_LEASE))
+    return found
+
+
 def run(
-    session: Session, wallet: funds.Funds | None, period_s: float, grace_ms: int
+    session: Session,
+    wallet: funds.Funds | None,
+    period_s: float,
+    grace_ms: int,
+    lease_deadline_s: float | None = None,
 ) -> list[PodChange]:
-    """Returns the changes the nodes must hear of (pods stopped for funds)."""
+    """Returns the changes the nodes must hear of (pods stopped). `lease_deadline_s` is set
+    when payments are on-chain."""
     close_abandoned(session, grace_ms)
     metering.cut(session)
-    if wallet is None:
-        return []
-    changes = []
-    for shortfall in funds.shortfalls(session, wallet, period_s):
-        for pod in shortfall.stopped:
-            pods.transition(pod, PodEvent.STOP, funds.INSUFFICIENT_FUNDS)
-            pod.desired_status = DesiredStatus.STOPPED.value
-            changes.append(PodChange.of(session, pod))
+    stopping: list[tuple[Pod, str]] = []
+    if lease_deadline_s is not None:
+        stopping += unpayable(session, lease_deadline_s)
+    if wallet is not None:
+        for shortfall in funds.shortfalls(session, wallet, period_s):
+            stopping += [(pod, funds.INSUFFICIENT_FUNDS) for pod in shortfall.stopped]
+    changes, seen = [], set()
+    for pod, reason in stopping:
+        if pod.id in seen:
+            continue
+        seen.add(pod.id)
+        pods.transition(pod, PodEvent.STOP, reason)
+        pod.desired_status = DesiredStatus.STOPPED.value
+        changes.append(PodChange.of(session, pod))
     return changes
