@@ -29,15 +29,12 @@ from openpod.adapters.store.models import PodLease, Settlement
 from openpod.domain import ids
 from openpod.services import accounts, providers
 from openpod.services.payments import GatewayConfig, LeaseStatus, PaymentGateway
+from tests.support.chain import fund
 
 HEADING = "## Payments: settlements through the gateway to the contract"
 GPU, RATE = "NVIDIA H100 80GB HBM3", 830555555555556
 USERS, LEASES_PER_USER, PER_RUN = 50, 4, 10
 REFERENCE = 200
-
-
-async def fund(rpc: Rpc, address: str) -> None:
-    await rpc.request("anvil_setBalance", [address, hex(10**22)])
 
 
 async def main_async() -> str:

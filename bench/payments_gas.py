@@ -31,12 +31,12 @@ from typing import Any
 from bench.results import write_section
 from openpod.adapters.chain import Anvil, Charge, Contract, LeaseTerms, Rpc, anvil_binary, hex_int
 from openpod.adapters.chain.contracts import artifact
-from tests.chain.conftest import (
+from tests.support.chain import (
     H100,
     RATES,
     Deployed,
     deploy_openpod,
-    fund,
+    make_user,
     new_signer,
     send_many,
 )
@@ -44,7 +44,6 @@ from tests.chain.conftest import (
 HEADING = "## Payments: gas per settlement (OpenPodPayments)"
 SIZES = (10, 50, 100)
 TARGET = 70_000  # gas per settlement, amortised in batches of 100
-TOKENS = 10**24
 SECONDS = 60  # each charge bills a minute of one H100
 
 
@@ -61,21 +60,13 @@ class Payer:
 async def make_payers(rpc: Rpc, deployed: Deployed, count: int) -> tuple[list[Payer], list[int]]:
     """`count` users with tokens, approval, cap and an open lease; the leases' gasUsed."""
     d = deployed.deployment
-    token = Contract(rpc, "DevToken", d.token)
     payments = Contract(rpc, "OpenPodPayments", d.payments)
     latest = await rpc.block("latest")
     assert latest is not None
     start = hex_int(latest["timestamp"]) - 86_400
     payers, opens = [], []
     for i in range(count):
-        user = new_signer()
-        await fund(rpc, user.address)
-        calls = [
-            (token.address, token.calldata("faucet", user.address, TOKENS)),
-            (token.address, token.calldata("approve", payments.address, 2**256 - 1)),
-            (payments.address, payments.calldata("setSpendingCap", TOKENS)),
-        ]
-        await send_many(rpc, user, calls)
+        user = await make_user(rpc, d)
         provider = new_signer().address
         terms = LeaseTerms(f"pod-{i:06d}", 1, user.address, provider, H100, 1, RATES[H100], start)
         signature = user.sign_typed_data(terms.typed_data(d.chain_id, d.payments))

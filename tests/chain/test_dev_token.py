@@ -12,7 +12,7 @@ import pytest
 from openpod.adapters.chain import ZERO_ADDRESS, Anvil, Contract, Reverted, Rpc
 from openpod.adapters.chain.contracts import deploy_contract
 from openpod.adapters.signers import KeystoreSigner
-from tests.chain.conftest import H100, RATES, Chain, MakeUser, err, fund, new_signer
+from tests.support.chain import H100, RATES, Chain, MakeUser, err, fund, new_signer
 
 LIMIT = 1_000_000_000 * 10**18  # FAUCET_LIMIT
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from openpod.adapters.chain import Charge, LeaseTerms, short_bytes32
 from openpod.domain.money import cost, platform_fee, split
-from tests.chain.conftest import H200, MAX_UINT, Chain, User, new_signer
+from tests.support.chain import H200, MAX_UINT, Chain, User, new_signer
 
 MAX_RATE = 10**18
 MAX_SECONDS = 1_000_000

@@ -22,7 +22,7 @@ from openpod.adapters.chain import (
     send_and_wait,
     short_bytes32,
 )
-from tests.chain.conftest import (
+from tests.support.chain import (
     FEE_BPS,
     H100,
     H200,

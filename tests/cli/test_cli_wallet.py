@@ -1,5 +1,5 @@
 """``openpod wallet``: create, link, approve and status against a real control plane and a real
-anvil with openpod's contracts (the stack of tests/e2e/test_wallet_link.py)."""
+anvil with openpod's contracts (`wallet_stack`, as tests/e2e/test_wallet_link.py uses)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from openpod.adapters.chain import Contract, Rpc, hex_int
 from openpod.cli.app import app
 from openpod.cli.wallet import WalletError, format_units, parse_units
 from openpod.settings import ChainConfig
-from tests.e2e.test_wallet_link import WalletStack, fund, light_keystore, wallet_stack
+from tests.support.chain import WalletStack, fund, light_keystore, wallet_stack
 from tests.support.net import free_port
 from tests.support.platform import Api, signup
 

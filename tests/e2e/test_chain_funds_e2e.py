@@ -9,7 +9,7 @@ from openpod.adapters.chain import Contract, Rpc, short_bytes32
 from openpod.adapters.signers import KeystoreSigner
 from tests.e2e.test_payments_e2e import GPU, Paying, run
 from tests.e2e.test_payments_e2e import paying as paying  # the module's platform + anvil
-from tests.payments.conftest import make_user
+from tests.support.chain import make_user
 from tests.support.platform import Api, signup
 
 HOUR_S = 3600

@@ -19,7 +19,7 @@ from openpod.adapters.chain import Anvil, Contract, Deployment, Rpc, deploy, sho
 from openpod.adapters.signers import KeystoreSigner
 from openpod.settings import ChainConfig
 from tests.e2e.conftest import Platform, running_platform
-from tests.payments.conftest import FEE_BPS, fund, make_user
+from tests.support.chain import FEE_BPS, balances, fund, make_user
 from tests.support.net import wait_until
 
 GPU = "NVIDIA GeForce RTX 4090"
@@ -75,8 +75,7 @@ def paying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paying]:
 
 async def _balances(p: Paying, *who: str) -> list[int]:
     async with Rpc(p.anvil_url) as rpc:
-        token = Contract(rpc, "DevToken", p.deployment.token)
-        return [int(await token.read_one("balanceOf", a)) for a in who]
+        return await balances(rpc, p.deployment, *who)
 
 
 async def _paid_events(p: Paying, user: str) -> list[dict[str, Any]]:

@@ -7,116 +7,25 @@ control plane without a chain expects, so the tests see that the configured chai
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account as EthAccount
 from sqlalchemy import update
 
-from openpod.adapters.chain import (
-    Anvil,
-    Charge,
-    Contract,
-    Deployment,
-    LeaseTerms,
-    Rpc,
-    deploy,
-    hex_int,
-)
+from openpod.adapters.chain import Charge, Contract, LeaseTerms, Rpc, hex_int
 from openpod.adapters.signers import KeystoreSigner
 from openpod.adapters.store import Database, WalletLink
 from openpod.domain.siwe import SiweMessage
 from openpod.settings import ChainConfig
+from tests.support.chain import CATALOG_H100_RATE as RATE
+from tests.support.chain import H100, WalletStack, fund, new_signer, wallet_stack
 from tests.support.net import free_port
-from tests.support.platform import Api, ControlPlane, signup
+from tests.support.platform import Api, signup
 
 CHAIN_ID = 1337
-H100 = "NVIDIA H100 80GB HBM3"
-RATE = 830555555555556
 TOKEN = 10**18
-
-
-@dataclass
-class WalletStack:
-    root: Path
-    plane: ControlPlane
-    anvil: Anvil
-    deployment: Deployment
-    admin: KeystoreSigner  # deployer, rate admin and operator
-
-    @property
-    def domain(self) -> str:
-        return f"127.0.0.1:{self.plane.port}"
-
-    @property
-    def chain_file(self) -> Path:
-        return self.root / "chain.json"
-
-    @property
-    def config(self) -> ChainConfig:
-        d = self.deployment
-        return ChainConfig(
-            rpc_url=d.rpc_url, chain_id=d.chain_id, token=d.token, payments=d.payments
-        )
-
-
-def new_signer() -> KeystoreSigner:
-    return KeystoreSigner(bytes(EthAccount.create().key))
-
-
-def light_keystore(path: Path, password: str) -> KeystoreSigner:
-    """A new key in a keystore with cheap scrypt parameters (~5 ms to open, not ~1 s): for
-    tests only; any keystore reader opens it, as the parameters are in the file."""
-    account = EthAccount.create()
-    path.write_text(json.dumps(EthAccount.encrypt(account.key, password, iterations=2**10)))
-    path.chmod(0o600)
-    return KeystoreSigner(bytes(account.key))
-
-
-async def fund(rpc: Rpc, address: str, wei: int = 10**21) -> None:
-    await rpc.request("anvil_setBalance", [address, hex(wei)])
-
-
-@contextlib.contextmanager
-def wallet_stack() -> Iterator[WalletStack]:
-    """anvil (chain 1337) with the contracts deployed, and a control plane configured for it."""
-    root = Path(tempfile.mkdtemp(prefix="openpod-wallet-"))
-    # The deployer is the operator too, and the control plane's hot wallet (its keystore and
-    # password file where the plane looks for them).
-    (root / "plane").mkdir()
-    admin = light_keystore(root / "plane" / "hot-wallet.json", "hot")
-    (root / "plane" / "hot-wallet.password").write_text("hot\n")
-
-    async def setup(url: str) -> Deployment:
-        async with Rpc(url) as rpc:
-            await fund(rpc, admin.address)
-            return await deploy(
-                rpc, admin, rates={H100: RATE}, treasury=new_signer().address, fee_bps=500,
-                operator=admin.address,
-            )  # fmt: skip
-
-    try:
-        with Anvil(chain_id=CHAIN_ID) as anvil:
-            deployment = asyncio.run(setup(anvil.url))
-            plane = ControlPlane(root / "plane")
-            stack = WalletStack(root / "plane", plane, anvil, deployment, admin)
-            stack.config.save(stack.chain_file)
-            try:
-                plane.start()
-                yield stack
-            finally:
-                plane.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def siwe(
@@ -158,7 +67,7 @@ def refused(api: Api, body: dict[str, str], status: int, *words: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[WalletStack]:
-    with wallet_stack() as running:
+    with wallet_stack(CHAIN_ID) as running:
         yield running
 
 

@@ -13,8 +13,10 @@ from openpod.domain.money import cost
 from openpod.services import funds
 from openpod.services.chain_funds import ChainFunds
 from openpod.services.errors import Unavailable
-from tests.payments.conftest import H100_RATE, TOKENS, Chain, Outage, make_user
-from tests.payments.test_gateway import gateway, settle_all, settled_run, sign_lease
+from tests.payments.test_gateway import gateway, settle_all, settled_run
+from tests.support.chain import CATALOG_H100_RATE as H100_RATE
+from tests.support.chain import TOKENS, Outage, make_user, sign_lease
+from tests.support.chain import GatewayChain as Chain
 
 MINUTE = cost(60, 1, H100_RATE)
 

@@ -45,6 +45,7 @@ from openpod.adapters.chain import (
     hex_int,
     is_already_known,
     is_nonce_too_low,
+    is_underpriced,
 )
 from openpod.adapters.store import Database, StoreError
 from openpod.adapters.store.models import (
@@ -204,18 +205,26 @@ class PaymentGateway:
         if due and tx.status != TxStatus.SIGNED.value:
             latest = await self._bump(tx, latest)
             report.bumped += 1
-        await self._broadcast(latest, report)
+        refused = await self._broadcast(latest, report)
+        if refused is not None and is_underpriced(refused):
+            # Its fees are under what the chain asks now (the base fee rose, maybe while we
+            # were down): it is in no pool, so a bump replaces nothing and goes out at once.
+            latest = await self._bump(tx, latest)
+            report.bumped += 1
+            await self._broadcast(latest, report)
 
-    async def _broadcast(self, attempt: ChainTxAttempt, report: RoundReport) -> None:
+    async def _broadcast(self, attempt: ChainTxAttempt, report: RoundReport) -> RpcError | None:
+        """Send an attempt; the node's refusal, if it refused it (known already is no refusal)."""
         try:
             await self.rpc.send_raw(bytes.fromhex(attempt.raw[2:]))
         except RpcError as error:
             if not (is_already_known(error) or is_nonce_too_low(error)):
                 log.warning("sending %s: %s", attempt.hash, error)
-                return
+                return error
         report.sent += 1
         sent_at = self._now()
         await self._db(lambda s: chain_txs.mark_sent(s, attempt.hash, sent_at))
+        return None
 
     async def _bump(self, tx: ChainTx, latest: ChainTxAttempt) -> ChainTxAttempt:
         floor = await self._fees()

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from eth_abi.abi import encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from openpod.adapters.chain.codec import Codec, Event
+from openpod.adapters.chain.codec import Codec, Event, abi_encode
 from openpod.adapters.chain.errors import ChainError, Reverted
 from openpod.adapters.chain.rpc import Rpc, hex_int
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ZERO_ADDRESS = "0x" + "00" * 20
+# Whose custom errors a contract's reverts may carry besides its own: OpenPodPayments moves
+# tokens with SafeERC20, which bubbles the token's revert up as it is, and DevToken's ABI has
+# OpenZeppelin's ERC-20 errors (ERC-6093: ERC20InsufficientAllowance, ...Balance), which any
+# OpenZeppelin token reverts with.
+ERROR_FALLBACKS: dict[str, tuple[str, ...]] = {"OpenPodPayments": ("DevToken",)}
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,23 @@ def artifact(name: str) -> Artifact:
     return Artifact(name, data["abi"], bytes.fromhex(data["bytecode"][2:]), data["compiler"])
 
 
+def codec(name: str, fallbacks: Sequence[str] | None = None) -> Codec:
+    """The codec of a contract (one per name and fallbacks); its reverts also decode with the
+    errors of `fallbacks` (contract names; by default `ERROR_FALLBACKS[name]`)."""
+    return _codec(name, tuple(ERROR_FALLBACKS.get(name, ()) if fallbacks is None else fallbacks))
+
+
 @cache
-def codec(name: str) -> Codec:
-    return Codec(artifact(name).abi)
+def _codec(name: str, fallbacks: tuple[str, ...]) -> Codec:
+    return Codec(artifact(name).abi, fallbacks=[codec(n) for n in fallbacks])
+
+
+def checksum(address: Any, what: str = "address") -> str:
+    """`address` EIP-55 checksummed; `ChainError` naming `what` if it is not an address."""
+    try:
+        return to_checksum_address(address)
+    except (ValueError, TypeError):
+        raise ChainError(f"{what} {address!r} is not an address") from None
 
 
 def role(name: str) -> bytes:
@@ -58,7 +77,11 @@ def short_bytes32(text: str) -> bytes:
 def lease_id(user: str, pod_id: str, generation: int) -> bytes:
     """The lease id the contract derives: keccak256(abi.encode(user, pod, generation))."""
     return keccak(
-        encode(["address", "bytes32", "uint32"], [user, short_bytes32(pod_id), generation])
+        abi_encode(
+            ("address", "bytes32", "uint32"),
+            (checksum(user, "lease user"), short_bytes32(pod_id), generation),
+            "a lease id",
+        )
     )
 
 
@@ -90,8 +113,8 @@ class LeaseTerms:
         return (
             short_bytes32(self.pod_id),
             self.generation,
-            to_checksum_address(self.user),
-            to_checksum_address(self.provider),
+            checksum(self.user, "lease user"),
+            checksum(self.provider, "lease provider"),
             short_bytes32(self.gpu_type),
             self.gpu_count,
             self.max_rate,
@@ -125,7 +148,7 @@ class LeaseTerms:
                 "name": "openpod payments",
                 "version": "1",
                 "chainId": chain_id,
-                "verifyingContract": to_checksum_address(payments),
+                "verifyingContract": checksum(payments, "payments contract"),
             },
             "message": {
                 "pod": "0x" + pod.hex(),
@@ -160,8 +183,8 @@ class Charge:
         return (
             self.settlement_id,
             self.lease,
-            to_checksum_address(self.user),
-            to_checksum_address(self.provider),
+            checksum(self.user, f"settlement {self.settlement_id} user"),
+            checksum(self.provider, f"settlement {self.settlement_id} provider"),
             self.seconds,
             short_bytes32(self.gpu_type),
             self.gpu_count,
@@ -169,13 +192,18 @@ class Charge:
 
 
 class Contract:
-    """A deployed contract: encode calls, read views, decode its reverts and logs."""
+    """A deployed contract: encode calls, read views, decode its reverts and logs.
 
-    def __init__(self, rpc: Rpc, name: str, address: str) -> None:
+    Reverts decode with this contract's errors, then with those of `fallbacks` (contract names
+    whose errors its calls bubble up; by default `ERROR_FALLBACKS[name]`, `()` for none)."""
+
+    def __init__(
+        self, rpc: Rpc, name: str, address: str, *, fallbacks: Sequence[str] | None = None
+    ) -> None:
         self.rpc = rpc
         self.name = name
-        self.address = to_checksum_address(address)
-        self.codec = codec(name)
+        self.address = checksum(address, f"{name} address")
+        self.codec = codec(name, fallbacks)
 
     def calldata(self, function: str, *args: Any) -> bytes:
         return self.codec.encode_call(function, *args)
@@ -185,7 +213,10 @@ class Contract:
             data = await self.rpc.call(self.address, self.calldata(function, *args))
         except Reverted as exc:
             raise Reverted(exc.data, self.codec.decode_error(exc.data)) from None
-        return self.codec.decode_result(function, data)
+        try:
+            return self.codec.decode_result(function, data)
+        except ChainError as exc:
+            raise ChainError(f"{self.name} at {self.address}: {exc}") from None
 
     async def read_one(self, function: str, *args: Any) -> Any:
         return (await self.read(function, *args))[0]
@@ -200,8 +231,8 @@ class Contract:
     def events(self, receipt: dict[str, Any]) -> list[Event]:
         """This contract's events in a receipt, in log order."""
         found = []
-        for log in receipt.get("logs", []):
-            if to_checksum_address(str(log["address"])) != self.address:
+        for log in receipt.get("logs") or []:
+            if checksum(log.get("address"), "a log's address") != self.address:
                 continue
             event = self.codec.decode_log(log)
             if event is not None:
@@ -252,7 +283,11 @@ async def send_and_wait(
         del tx["to"]
     tx_hash = await rpc.send_raw(signer.sign_transaction(tx))
     receipt = await wait_receipt(rpc, tx_hash)
-    if hex_int(receipt["status"]) != 1:
+    try:
+        status = hex_int(receipt["status"])
+    except (KeyError, ValueError):
+        raise ChainError(f"the receipt of {tx_hash} has no status: {receipt!r}") from None
+    if status != 1:
         raise Reverted(b"", None)
     return receipt
 
@@ -289,7 +324,7 @@ async def deploy_contract(rpc: Rpc, signer: TxSigner, name: str, *args: Any) -> 
     address = receipt.get("contractAddress")
     if not address:
         raise ChainError(f"deploying {name} gave no contract address")
-    return to_checksum_address(str(address))
+    return checksum(address, f"the {name} deployed at")
 
 
 async def deploy(

@@ -7,12 +7,17 @@ from typing import Any
 
 import httpx
 
-from openpod.adapters.chain.errors import Reverted, RpcError, RpcUnavailable
+from openpod.adapters.chain.errors import ChainError, Reverted, RpcError, RpcUnavailable
 
 # What nodes answer when a transaction is sent again (anvil, geth, reth say it differently).
 _KNOWN = ("already known", "already imported", "known transaction", "already in")
 _NONCE_LOW = ("nonce too low", "nonce has already been used", "oldnonce")
-_UNDERPRICED = ("underpriced", "fee too low", "replacement transaction")
+_UNDERPRICED = (
+    "underpriced",
+    "fee too low",
+    "replacement transaction",
+    "less than block base fee",
+)
 
 
 def is_already_known(error: RpcError) -> bool:
@@ -28,12 +33,19 @@ def is_underpriced(error: RpcError) -> bool:
 
 
 def hex_int(value: Any) -> int:
-    return int(str(value), 16)
+    """A node's hex quantity; anything else is the node's fault (`ChainError`)."""
+    try:
+        return int(str(value), 16)
+    except ValueError:
+        raise ChainError(f"the node answered {str(value)[:40]!r} where a hex number goes") from None
 
 
 def _data(value: Any) -> bytes:
     text = str(value)
-    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+    try:
+        return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+    except ValueError:
+        raise ChainError(f"the node answered {text[:40]!r} where hex data goes") from None
 
 
 class Rpc:
