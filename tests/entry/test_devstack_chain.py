@@ -1,5 +1,6 @@
 """`make up`'s chain: anvil started with its state in the data dir, the contracts deployed
-once, the demo wallet funded, approved and capped, and a restart that reuses all of it."""
+once, the demo wallet funded, approved and capped, and a restart that reuses all of it; the
+demo wallet linked to the demo account and made the CLI's wallet."""
 
 from __future__ import annotations
 
@@ -7,9 +8,22 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from openpod.adapters.chain import role
-from openpod.entry.devstack import DEMO_CAP, DEMO_TOKENS, MAX_UINT256, DevChain, start_dev_chain
+from openpod.cli.wallet import load_signer
+from openpod.entry.chain import Wallet
+from openpod.entry.devstack import (
+    DEMO_CAP,
+    DEMO_TOKENS,
+    MAX_UINT256,
+    DevChain,
+    _demo,
+    configure_demo_wallet,
+    start_dev_chain,
+)
 from tests.entry.chain_support import has_code, keystore_address, read, rpc
+from tests.support.platform import Api, ControlPlane
 
 
 def demo_funds(chain: DevChain) -> tuple[int, int, int, tuple[int, int]]:
@@ -92,3 +106,34 @@ def test_dev_chain_deploys_once_reuses_its_state_and_redeploys_if_lost(tmp_path:
         assert fresh.demo_wallet.address == first.demo_wallet.address
     finally:
         fresh.anvil.stop()
+
+
+def test_make_up_links_the_demo_wallet_and_the_cli_signs_leases_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli_config = tmp_path / "cli"
+    monkeypatch.setenv("OPENPOD_CONFIG_DIR", str(cli_config))
+    monkeypatch.delenv("OPENPOD_WALLET_PASSWORD_FILE", raising=False)
+    chain = start_dev_chain(tmp_path)
+    plane = ControlPlane(tmp_path)  # the data dir `make up` gives it: chain.json, hot wallet
+    try:
+        plane.start()
+        demo = _demo(plane.url, tmp_path / "demo.json")
+        assert configure_demo_wallet(plane.url, demo["api_key"], chain.demo_wallet) is True
+        with Api(plane.url, demo["api_key"]) as api:
+            wallet = api.ok("GET", "/wallet")
+        address = chain.demo_wallet.address
+        assert wallet["address"] == address and wallet["addressProven"] is True
+        assert int(wallet["cap"]) == DEMO_CAP and int(wallet["allowance"]) == MAX_UINT256
+        config = json.loads((cli_config / "config.json").read_text())
+        assert config["wallet_keystore"] == str(chain.demo_wallet.keystore.resolve())
+        assert config["wallet_password_file"] == str(chain.demo_wallet.password_file.resolve())
+        # What `openpod pod create` signs leases with: the demo key, its password from the
+        # recorded file (a prompt would fail here: there is no terminal).
+        assert load_signer(None, None).address == address
+        # The next `make up` finds it linked: no sign-in again (the key is not decrypted).
+        unreadable = Wallet(chain.demo_wallet.keystore, tmp_path / "missing", "demo wallet")
+        assert configure_demo_wallet(plane.url, demo["api_key"], unreadable) is False
+    finally:
+        plane.stop()
+        chain.anvil.stop()

@@ -193,6 +193,7 @@ class PodOut(Wire):
     price_per_hour: str
     created_at: datetime
     last_started_at: datetime | None
+    generation: int = Field(description="the pod's run: 1 at create, +1 at each resume")
 
 
 def ssh_info(pod: Pod, links: connect.ConnectSettings) -> SSHInfo | None:
@@ -248,6 +249,7 @@ def pod_out(pod: Pod, decimals: int, links: connect.ConnectSettings) -> PodOut:
         price_per_hour=money.per_hour(rate, decimals),
         created_at=pod.created_at,
         last_started_at=pod.last_started_at,
+        generation=pod.generation,
     )
 
 

@@ -1,4 +1,6 @@
-"""``openpod pod ...``: create, list, inspect, stop, resume, terminate and wait for pods."""
+"""``openpod pod ...``: create, list, inspect, stop, resume, terminate and wait for pods, and
+sign the lease that lets a pod's run be paid on-chain (``pod create``/``resume`` sign it when
+the CLI has a wallet and the control plane pays on-chain; see :mod:`openpod.cli.leases`)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from typing import Annotated
 
 import typer
 
+from openpod.cli import leases
 from openpod.cli.client import ApiClient, ApiError, Json, make_client
 from openpod.cli.keys import PublicKeyError, read_public_key
 from openpod.cli.output import (
+    fail,
     handle_api_errors,
     print_json,
     print_line,
@@ -43,6 +47,14 @@ TimeoutOpt = Annotated[
 ]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the pod is RUNNING.")]
 PodArg = Annotated[str, typer.Argument(metavar="POD", help="The pod's id.")]
+NoLeaseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-lease",
+        help="Do not sign the run's lease with your wallet (its run is then not paid on-chain"
+        " until `openpod pod lease POD --sign`).",
+    ),
+]
 
 
 def parse_env(values: list[str] | None) -> dict[str, str]:
@@ -146,9 +158,14 @@ def create(
     ] = False,
     wait: WaitOpt = True,
     timeout: TimeoutOpt = 60.0,
+    no_lease: NoLeaseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a pod and (by default) wait until it is RUNNING, then show how to SSH in."""
+    """Create a pod and (by default) wait until it is RUNNING, then show how to SSH in.
+
+    Where the control plane pays on-chain and this CLI has a wallet, the wallet signs the
+    run's lease first (checked before it is signed); a lease that cannot be signed is a
+    warning, and the pod stays."""
     body: Json = {
         "name": name,
         "imageName": image,
@@ -170,6 +187,8 @@ def create(
             raise typer.BadParameter(str(exc), param_hint="'--public-key-file'") from None
     with make_client() as client:
         pod = client.create_pod(body)
+        if not no_lease:
+            leases.sign_after_start(client, pod, generation=leases.FIRST_RUN)
         if wait:
             pod = wait_for_status(client, pod, "RUNNING", timeout)
     _show(pod, as_json)
@@ -226,11 +245,18 @@ def stop(pod_id: PodArg, as_json: JsonOpt = False) -> None:
 @app.command("resume")
 @handle_api_errors
 def resume(
-    pod_id: PodArg, wait: WaitOpt = True, timeout: TimeoutOpt = 60.0, as_json: JsonOpt = False
+    pod_id: PodArg,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = 60.0,
+    no_lease: NoLeaseOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Start a stopped pod again and (by default) wait until it is RUNNING."""
+    """Start a stopped pod again and (by default) wait until it is RUNNING; the new run's
+    lease is signed as `pod create` signs it."""
     with make_client() as client:
         pod = client.start_pod(pod_id)
+        if not no_lease:
+            leases.sign_after_start(client, pod, generation=None)
         if wait:
             pod = wait_for_status(client, pod, "RUNNING", timeout)
     _show(pod, as_json)
@@ -274,3 +300,28 @@ def wait_cmd(
     with make_client() as client:
         pod = wait_for_status(client, client.get_pod(pod_id), target, timeout)
     _show(pod, as_json)
+
+
+@app.command("lease")
+@handle_api_errors
+def lease(
+    pod_id: PodArg,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Sign it with your wallet if it is not signed yet.")
+    ] = False,
+    keystore: leases.KeystoreOption = None,
+    password_file: leases.PasswordFile = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the lease of the pod's current run (what lets it be paid on-chain), or sign it."""
+    try:
+        with make_client() as client:
+            answer = leases.lease_command(
+                client, pod_id, sign=sign, keystore=keystore, password_file=password_file
+            )
+    except leases.WalletError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(answer)
+    else:
+        print_line(leases.lease_line(answer))

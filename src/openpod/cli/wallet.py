@@ -5,11 +5,16 @@ The key stays in an encrypted keystore on this machine (``wallet.json`` in the C
 directory unless ``--keystore`` says otherwise; the config records where). Messages and
 transactions are signed here; transactions go straight to the chain's RPC that ``GET /chain``
 names, over a few JSON-RPC calls.
+
+The keystore's password comes from ``--password-file``, else the file named by
+``$OPENPOD_WALLET_PASSWORD_FILE``, else the password file ``openpod wallet use`` recorded for
+the configured keystore, else a hidden prompt. It is never echoed or stored by the CLI.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -39,6 +44,8 @@ app = typer.Typer(
 
 KEYSTORE_FILE = "wallet.json"
 CONFIG_KEY = "wallet_keystore"
+PASSWORD_CONFIG_KEY = "wallet_password_file"  # noqa: S105 - a config key, not a secret
+ENV_PASSWORD_FILE = "OPENPOD_WALLET_PASSWORD_FILE"  # noqa: S105 - a variable name
 STATEMENTS = {
     "account": "Link this wallet to your openpod account.",
     "payout": "Link this wallet as the payout wallet of your openpod provider account.",
@@ -65,23 +72,55 @@ class WalletError(Exception):
 # --- keystore and password -------------------------------------------------------------------
 
 
+def _recorded(key: str) -> Path | None:
+    try:
+        value = cfg.read_file().get(key)
+    except cfg.ConfigError as exc:
+        raise WalletError(str(exc)) from None
+    return Path(value) if isinstance(value, str) and value else None
+
+
 def keystore_path(explicit: Path | None) -> Path:
     """`--keystore`, else what the config recorded, else wallet.json in the config dir."""
     if explicit is not None:
         return explicit.expanduser()
-    try:
-        recorded = cfg.read_file().get(CONFIG_KEY)
-    except cfg.ConfigError as exc:
-        raise WalletError(str(exc)) from None
-    if isinstance(recorded, str) and recorded:
-        return Path(recorded)
-    return cfg.config_dir() / KEYSTORE_FILE
+    return _recorded(CONFIG_KEY) or cfg.config_dir() / KEYSTORE_FILE
 
 
-def record_keystore(path: Path) -> Path:
-    """Remember the keystore's path in the CLI's config file (kept 0600)."""
+def configured_keystore() -> Path | None:
+    """The keystore this CLI signs with when no `--keystore` is given, if there is one."""
+    path = keystore_path(None)
+    return path if path.exists() else None
+
+
+def password_file_for(keystore: Path, explicit: Path | None) -> Path | None:
+    """Where the password of `keystore` is read from: `--password-file`, else
+    $OPENPOD_WALLET_PASSWORD_FILE, else the file recorded with the configured keystore (only
+    for that keystore); None: ask."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_PASSWORD_FILE)
+    if from_env:
+        return Path(from_env)
+    recorded = _recorded(PASSWORD_CONFIG_KEY)
+    if recorded is not None and _same_file(keystore, keystore_path(None)):
+        return recorded
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def record_keystore(path: Path, password_file: Path | None = None) -> Path:
+    """Remember the keystore's path in the CLI's config file (kept 0600), and the file holding
+    its password if given (else any recorded one is forgotten: it was another key's)."""
     data = cfg.read_file()
     data[CONFIG_KEY] = str(path.resolve())
+    if password_file is not None:
+        data[PASSWORD_CONFIG_KEY] = str(password_file.expanduser().resolve())
+    else:
+        data.pop(PASSWORD_CONFIG_KEY, None)
     cfg.ensure_config_dir()
     config = cfg.config_path()
     cfg.write_private_file(config, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -105,12 +144,26 @@ def read_password(password_file: Path | None, *, confirm: bool = False) -> str:
     return password
 
 
-def load_signer(keystore: Path | None, password_file: Path | None) -> KeystoreSigner:
+def keystore_address(keystore: Path | None) -> str:
+    """The address a keystore declares (its `address` field), read without decrypting it."""
     path = keystore_path(keystore)
     if not path.exists():
         raise WalletError(f"no wallet keystore at {path}: run `openpod wallet create` first")
     try:
-        return KeystoreSigner.load(path, read_password(password_file))
+        found = str(json.loads(path.read_text(encoding="utf-8"))["address"])
+        return to_checksum_address(found if found.startswith("0x") else "0x" + found)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise WalletError(f"{path} is not a readable keystore") from None
+
+
+def load_signer(keystore: Path | None, password_file: Path | None) -> KeystoreSigner:
+    """The key of `keystore` (default: the configured one), decrypted with its password (see
+    :func:`password_file_for`). Raises WalletError; typer.Abort if the prompt is cancelled."""
+    path = keystore_path(keystore)
+    if not path.exists():
+        raise WalletError(f"no wallet keystore at {path}: run `openpod wallet create` first")
+    try:
+        return KeystoreSigner.load(path, read_password(password_file_for(path, password_file)))
     except SignerError as exc:
         raise WalletError(str(exc)) from None
 
@@ -257,7 +310,8 @@ def transact(
 # --- the API -------------------------------------------------------------------------------
 
 
-def _object(client: ApiClient, method: str, path: str, **kwargs: Any) -> Json:
+def api_object(client: ApiClient, method: str, path: str, **kwargs: Any) -> Json:
+    """A request whose answer must be a JSON object."""
     data = client.request(method, path, **kwargs)
     if not isinstance(data, dict):
         raise ApiError(200, f"the API answered {method} {path} with no JSON object")
@@ -276,13 +330,19 @@ class ChainInfo:
 
     @classmethod
     def fetch(cls, client: ApiClient) -> ChainInfo:
+        chain = cls.published(client)
+        if chain is None:
+            raise WalletError("this control plane has no chain configured (GET /chain)")
+        return chain
+
+    @classmethod
+    def published(cls, client: ApiClient) -> ChainInfo | None:
+        """What `GET /chain` says, or None when payments are off there (404)."""
         try:
-            data = _object(client, "GET", "/chain")
+            data = api_object(client, "GET", "/chain")
         except ApiError as exc:
             if exc.status == 404:
-                raise WalletError(
-                    "this control plane has no chain configured (GET /chain)"
-                ) from None
+                return None
             raise
         try:
             return cls(
@@ -319,6 +379,19 @@ def siwe_message(client: ApiClient, signer: KeystoreSigner, purpose: str, nonce:
     except (KeyError, TypeError, ValueError, SiweError) as exc:
         raise WalletError(f"cannot build the sign-in message: {exc}") from None
     return message.text()
+
+
+def link_wallet(client: ApiClient, purpose: str, signer: Callable[[], KeystoreSigner]) -> Json:
+    """Sign in with Ethereum: a nonce for `purpose` ("account" or "payout"), the EIP-4361
+    message signed by the wallet, `POST /wallet/link`; the API's answer. The nonce comes first,
+    so where the API refuses (not a provider) the key is not decrypted (no password asked)."""
+    nonce = api_object(client, "POST", "/wallet/nonce", json={"purpose": purpose})
+    key = signer()
+    message = siwe_message(client, key, purpose, nonce)
+    signature = "0x" + key.sign_message(message).hex()
+    return api_object(
+        client, "POST", "/wallet/link", json={"message": message, "signature": signature}
+    )
 
 
 def _run(fn: Callable[[], None]) -> None:
@@ -368,6 +441,50 @@ def create(
     _run(work)
 
 
+@app.command("use")
+def use(
+    keystore: Annotated[
+        Path | None,
+        typer.Option("--keystore", help="The keystore to sign with (default: the recorded one)."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="Record this file as where its password is (else it is asked when needed).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record the keystore this CLI signs with (pods' leases, links, approvals), and where its
+    password is, so that `pod create` signs leases without asking. The password file is read
+    once here to check that it opens the keystore."""
+
+    def work() -> None:
+        path = keystore_path(keystore)
+        if not path.exists():
+            raise WalletError(f"no wallet keystore at {path}")
+        if password_file is not None:
+            try:
+                address = KeystoreSigner.load(path, read_password(password_file)).address
+            except SignerError as exc:
+                raise WalletError(str(exc)) from None
+        else:
+            address = keystore_address(path)
+        try:
+            record_keystore(path, password_file)
+        except (OSError, cfg.ConfigError) as exc:
+            raise WalletError(f"cannot record it in the config: {exc}") from None
+        shown = None if password_file is None else str(password_file.expanduser().resolve())
+        if as_json:
+            print_json({"address": address, "keystore": str(path.resolve()), "passwordFile": shown})
+            return
+        print_line(f"wallet {address}: keystore {path.resolve()}")
+        print_line(f"password from {shown}" if shown else "password asked when signing")
+
+    _run(work)
+
+
 @app.command("link")
 @handle_api_errors
 def link(
@@ -383,14 +500,7 @@ def link(
 
     def work() -> None:
         with make_client() as client:
-            # The nonce first: where the API refuses (not a provider), no password is asked.
-            nonce = _object(client, "POST", "/wallet/nonce", json={"purpose": purpose})
-            signer = load_signer(keystore, password_file)
-            message = siwe_message(client, signer, purpose, nonce)
-            signature = "0x" + signer.sign_message(message).hex()
-            linked = _object(
-                client, "POST", "/wallet/link", json={"message": message, "signature": signature}
-            )
+            linked = link_wallet(client, purpose, lambda: load_signer(keystore, password_file))
         if as_json:
             print_json(linked)
         else:
@@ -444,7 +554,7 @@ def approve(
 def status(as_json: JsonFlag = False) -> None:
     """Your linked wallets and, on-chain, balance, allowance, spending cap and spent."""
     with make_client() as client:
-        wallet = _object(client, "GET", "/wallet")
+        wallet = api_object(client, "GET", "/wallet")
     if as_json:
         print_json(wallet)
         return

@@ -3,9 +3,11 @@
 Starts the development chain (anvil, its state kept in the data dir) with openpod's contracts
 deployed and a funded demo wallet, the control plane and one local node as child processes,
 creates (once) a demo account that is also the node's provider, adds the user's SSH key to it,
-configures the local `openpod` CLI for it, and prints a quickstart. Ctrl-C stops the node, the
-pods it runs, the control plane and the chain, each by the PID this process started; the next
-`openpod up` resumes the pods on the same chain.
+links the demo wallet to it (Sign-In with Ethereum), configures the local `openpod` CLI for it
+and for its wallet (so that `openpod pod create` signs each run's lease and the pod is paid
+on-chain), and prints a quickstart. Ctrl-C stops the node, the pods it runs, the control plane
+and the chain, each by the PID this process started; the next `openpod up` resumes the pods on
+the same chain.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import httpx
 
 from openpod.adapters.chain import Anvil, ChainError, Contract, Rpc
 from openpod.adapters.runtimes.local import LocalRuntime
+from openpod.cli.client import ApiClient, ApiError
+from openpod.cli.wallet import WalletError, api_object, link_wallet, record_keystore
 from openpod.entry.chain import (
     ChainSetupError,
     Wallet,
@@ -122,6 +126,21 @@ def _add_key(api: str, api_key: str, path: Path) -> None:
     )
     if response.status_code not in (201, 409):  # 409: already there
         raise SystemExit(f"could not add {path}: {response.json().get('detail')}")
+
+
+def configure_demo_wallet(api: str, api_key: str, wallet: Wallet) -> bool:
+    """Link the demo wallet to the demo account by Sign-In with Ethereum (the CLI's own code;
+    only when it is not its proven wallet already, so a restart decrypts nothing) and make it
+    the CLI's wallet, with its password file, so that `openpod pod create` signs each run's
+    lease without asking. Whether it linked now."""
+    with ApiClient(api, api_key) as client:
+        current = api_object(client, "GET", "/wallet")
+        address = str(current.get("address") or "")
+        linked = address.lower() == wallet.address.lower() and bool(current.get("addressProven"))
+        if not linked:
+            link_wallet(client, "account", lambda: wallet.signer())
+    record_keystore(wallet.keystore, wallet.password_file)
+    return not linked
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -301,12 +320,22 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         subprocess.run(
             [*configure, "--api-key", demo["api_key"]], check=True, stdout=subprocess.DEVNULL
         )
+        paid = True
+        try:
+            configure_demo_wallet(api, demo["api_key"], chain.demo_wallet)
+        except (ApiError, WalletError, ChainSetupError) as error:
+            paid = False
+            print(
+                f"warning: the demo wallet is not linked to the demo account ({error}):"
+                " pods' leases are not signed, so they are not paid on-chain",
+                file=sys.stderr,
+            )
         procs["node"] = _spawn(
             ["node", "--api-url", api, "--gpus", gpus, "--data-dir", str(data_dir / "node")],
             logs["node"],
             {**env, "OPENPOD_NODE_TOKEN": demo["node_token"]},  # not argv: `ps` shows argv
         )
-        print(_quickstart(api, demo["api_key"], data_dir, _link_cli(), chain), flush=True)
+        print(_quickstart(api, demo["api_key"], data_dir, _link_cli(), chain, paid), flush=True)
         while not stopping and all(proc.poll() is None for proc in procs.values()):
             try:
                 time.sleep(0.5)
@@ -330,8 +359,17 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
     return 0
 
 
-def _quickstart(api: str, api_key: str, data_dir: Path, cli: str, chain: DevChain) -> str:
+def _quickstart(
+    api: str, api_key: str, data_dir: Path, cli: str, chain: DevChain, paid: bool
+) -> str:
     config, demo = chain.config, chain.demo_wallet
+    wallet = (
+        "linked to the demo account and the CLI's wallet, so that\n    `pod create` signs each"
+        " run's lease"
+        if paid
+        else "NOT linked to the demo account (see the warning\n    above): pods are not paid"
+        " on-chain"
+    )
     return f"""
 openpod is up: control plane {api} (OpenAPI: {api}/docs), one local node,
   pod URLs at http://POD-PORT.proxy.localhost:{EDGE_PORT}/, SSH gateway on 127.0.0.1:{GATEWAY_PORT}.
@@ -343,14 +381,16 @@ Chain: anvil {config.rpc_url} (chain id {config.chain_id}, a block a second), re
   payments (OpenPodPayments) {config.payments}
   token (DevToken, oUSD)     {config.token}
   demo wallet {demo.address}: {DEMO_TOKENS // 10**18:,} oUSD, payments approved, spending cap
-    {DEMO_CAP // 10**18:,} oUSD; keystore {demo.keystore}, password in {demo.password_file}
+    {DEMO_CAP // 10**18:,} oUSD; {wallet}; keystore {demo.keystore},
+    password in {demo.password_file}
   {cli} chain info --data-dir {data_dir} --check
-  {cli} wallet link --keystore {demo.keystore} --password-file {demo.password_file}
+  {cli} wallet status                    # balance, allowance, spending cap and spent
 
 In another terminal:
   {cli} gpu list
   {cli} pod create --name demo --image local --gpu-type "NVIDIA GeForce RTX 4090" --gpu-count 1 \\
       --ports 8888/http,22/tcp --cmd 'python3 -m http.server $OPENPOD_TCP_PORT_8888'
+  {cli} pod lease POD_ID                 # its lease: SIGNED, then OPEN, paid on-chain
   {cli} ssh POD_ID                       # through the gateway; or the command `pod create` printed
   {cli} ssh config --write               # then: ssh POD_ID.openpod, scp, sftp, rsync
   {cli} pod stop POD_ID; {cli} pod resume POD_ID; {cli} pod terminate POD_ID
