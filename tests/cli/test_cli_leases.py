@@ -34,8 +34,9 @@ from openpod.adapters.chain import (
 from openpod.adapters.signers import KeystoreSigner
 from openpod.cli.app import app
 from openpod.cli.client import ApiClient
-from openpod.cli.leases import LEASE_TYPES, START_SKEW_S, LeaseRefused, PodRun, check_lease
+from openpod.cli.leases import START_SKEW_S, LeaseRefused, PodRun, check_lease
 from openpod.cli.wallet import ChainInfo, link_wallet, password_file_for
+from openpod.domain.lease import LEASE_TYPES
 from openpod.settings import ChainConfig
 from tests.cli.conftest import FakeApi
 from tests.e2e.conftest import Platform, running_platform

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import typer
 from eth_utils.address import is_address, to_checksum_address
-from eth_utils.crypto import keccak
 
 from openpod.cli.client import ApiClient, ApiError, Json
 from openpod.cli.wallet import (
@@ -33,34 +32,14 @@ from openpod.cli.wallet import (
     keystore_path,
     load_signer,
 )
+from openpod.domain.lease import DOMAIN_NAME, DOMAIN_VERSION, LEASE_TYPES
+from openpod.domain.lease import name_bytes32 as _name_bytes32
 
-DOMAIN_NAME = "openpod payments"
-DOMAIN_VERSION = "1"
 START_SKEW_S = 120
 """How long before its run was placed a lease may start (the control plane takes 60 s for
 clock skew between it, the node and the chain); earlier would bill time the pod did not run."""
 FIRST_RUN = 1
 """The generation of a pod's first run: what a pod just created runs as."""
-
-LEASE_TYPES: dict[str, list[dict[str, str]]] = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "Lease": [
-        {"name": "pod", "type": "bytes32"},
-        {"name": "generation", "type": "uint32"},
-        {"name": "user", "type": "address"},
-        {"name": "provider", "type": "address"},
-        {"name": "gpuType", "type": "bytes32"},
-        {"name": "gpuCount", "type": "uint16"},
-        {"name": "maxRate", "type": "uint256"},
-        {"name": "start", "type": "uint64"},
-    ],
-}
-
 
 __all__ = [
     "KeystoreOption",
@@ -81,10 +60,8 @@ class LeaseRefused(WalletError):
 
 
 def name_bytes32(text: str) -> str:
-    """A pod id or GPU type as the contract's bytes32, in hex: its UTF-8 right-padded with
-    zeros when it fits in 32 bytes, else its keccak256 (as the control plane encodes them)."""
-    raw = text.encode()
-    return "0x" + (raw.ljust(32, b"\0") if len(raw) <= 32 else keccak(raw)).hex()
+    """A pod id or GPU type as the hex `bytes32` the control plane puts in a lease."""
+    return "0x" + _name_bytes32(text).hex()
 
 
 def _unix(text: Any) -> int:

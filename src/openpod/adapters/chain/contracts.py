@@ -16,6 +16,7 @@ from eth_utils.crypto import keccak
 from openpod.adapters.chain.codec import Codec, Event, abi_encode
 from openpod.adapters.chain.errors import ChainError, Reverted
 from openpod.adapters.chain.rpc import Rpc, hex_int
+from openpod.domain.lease import DOMAIN_NAME, DOMAIN_VERSION, LEASE_TYPES, name_bytes32
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -66,12 +67,11 @@ def role(name: str) -> bytes:
 
 
 def short_bytes32(text: str) -> bytes:
-    """A pod id or GPU type as bytes32: its UTF-8 right-padded with zeros (at most 32 bytes),
-    so that it reads as itself in events; longer names become their keccak256."""
-    raw = text.encode()
-    if not raw:
-        raise ChainError("an empty name has no bytes32 form")
-    return raw.ljust(32, b"\0") if len(raw) <= 32 else keccak(raw)
+    """A pod id or GPU type as bytes32 (domain.lease.name_bytes32); an empty one: ChainError."""
+    try:
+        return name_bytes32(text)
+    except ValueError as error:
+        raise ChainError(str(error)) from None
 
 
 def lease_id(user: str, pod_id: str, generation: int) -> bytes:
@@ -125,28 +125,11 @@ class LeaseTerms:
         """EIP-712 typed data (eth_signTypedData_v4) a wallet signs for this lease."""
         pod, generation, user, provider, gpu_type, count, max_rate, start = self.as_tuple()
         return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Lease": [
-                    {"name": "pod", "type": "bytes32"},
-                    {"name": "generation", "type": "uint32"},
-                    {"name": "user", "type": "address"},
-                    {"name": "provider", "type": "address"},
-                    {"name": "gpuType", "type": "bytes32"},
-                    {"name": "gpuCount", "type": "uint16"},
-                    {"name": "maxRate", "type": "uint256"},
-                    {"name": "start", "type": "uint64"},
-                ],
-            },
+            "types": {name: list(fields) for name, fields in LEASE_TYPES.items()},
             "primaryType": "Lease",
             "domain": {
-                "name": "openpod payments",
-                "version": "1",
+                "name": DOMAIN_NAME,
+                "version": DOMAIN_VERSION,
                 "chainId": chain_id,
                 "verifyingContract": checksum(payments, "payments contract"),
             },
