@@ -46,19 +46,6 @@ def is_alive(pid: int, started: int) -> bool:
     return fields[0] not in ("Z", "X") and int(fields[19]) == started
 
 
-def pid_ns_for_children(pid: int) -> str | None:
-    """The PID namespace `pid` created for its children (set once unshare ran), or None.
-
-    Returns None while it is still our own namespace: `unshare` has not unshared yet.
-    """
-    try:
-        ns = os.readlink(_PROC / str(pid) / "ns" / "pid_for_children")
-        own = os.readlink(_PROC / "self" / "ns" / "pid")
-    except OSError:
-        return None
-    return ns if ns != own else None
-
-
 def _pids() -> Iterator[int]:
     for entry in os.scandir(_PROC):
         if entry.name.isdigit():
@@ -116,31 +103,53 @@ def _only_deaf_init_left(members: list[int]) -> bool:
     return len(members) == 1 and is_ns_init(members[0]) and not catches(members[0], signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def pinned_pid_ns(leader: int, leader_start: int) -> Iterator[str | None]:
+    """The PID namespace the leader made for its children, held open while in use.
+
+    Members are found by the namespace's inode number, and the kernel gives a dead
+    namespace's number to the next one created: without the open reference, a pod started
+    while another is being stopped could have its processes taken for the stopped pod's and
+    killed. None when the leader is gone (or has not unshared yet)."""
+    try:
+        fd = os.open(_PROC / str(leader) / "ns" / "pid_for_children", os.O_RDONLY)
+    except OSError:
+        yield None
+        return
+    try:
+        ns = os.readlink(f"/proc/self/fd/{fd}")
+        own = os.readlink(_PROC / "self" / "ns" / "pid")
+        # Alive after the open: the fd is that leader's namespace, not a reused pid's.
+        yield ns if ns != own and is_alive(leader, leader_start) else None
+    finally:
+        os.close(fd)
+
+
 def terminate_namespace(leader: int, leader_start: int, grace: float, settle: float = 5.0) -> bool:
     """SIGTERM every process of the leader's namespace, SIGKILL after `grace`, wait for the end.
 
     Returns True when the leader and every process of its namespace are gone.
     """
-    ns = pid_ns_for_children(leader) if is_alive(leader, leader_start) else None
-    deadline = time.monotonic() + max(grace, 0.0)
-    if ns is not None and grace > 0:
-        for pid in ns_members(ns):
-            _send(pid, signal.SIGTERM)
-        while time.monotonic() < deadline:
-            members = ns_members(ns)
-            if not members or _only_deaf_init_left(members):
-                break
-            time.sleep(0.02)
-    # SIGKILL of the leader fires unshare's --kill-child (PDEATHSIG) on the namespace
-    # init; killing init makes the kernel kill every other process of the namespace.
-    if is_alive(leader, leader_start):
-        _send(leader, signal.SIGKILL)
-    if ns is not None:
-        for pid in sorted(ns_members(ns), key=lambda p: not is_ns_init(p)):
-            _send(pid, signal.SIGKILL)
-    end = time.monotonic() + settle
-    while time.monotonic() < end:
-        if not is_alive(leader, leader_start) and (ns is None or not ns_members(ns)):
-            return True
-        time.sleep(0.01)
-    return False
+    with pinned_pid_ns(leader, leader_start) as ns:
+        deadline = time.monotonic() + max(grace, 0.0)
+        if ns is not None and grace > 0:
+            for pid in ns_members(ns):
+                _send(pid, signal.SIGTERM)
+            while time.monotonic() < deadline:
+                members = ns_members(ns)
+                if not members or _only_deaf_init_left(members):
+                    break
+                time.sleep(0.02)
+        # SIGKILL of the leader fires unshare's --kill-child (PDEATHSIG) on the namespace
+        # init; killing init makes the kernel kill every other process of the namespace.
+        if is_alive(leader, leader_start):
+            _send(leader, signal.SIGKILL)
+        if ns is not None:
+            for pid in sorted(ns_members(ns), key=lambda p: not is_ns_init(p)):
+                _send(pid, signal.SIGKILL)
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            if not is_alive(leader, leader_start) and (ns is None or not ns_members(ns)):
+                return True
+            time.sleep(0.01)
+        return False
