@@ -37,10 +37,9 @@ from openpod.cli.client import ApiClient
 from openpod.cli.leases import START_SKEW_S, LeaseRefused, PodRun, check_lease
 from openpod.cli.wallet import ChainInfo, link_wallet, password_file_for
 from openpod.domain.lease import LEASE_TYPES
-from openpod.settings import ChainConfig
 from tests.cli.conftest import FakeApi
 from tests.e2e.conftest import Platform, running_platform
-from tests.support.chain import fund, light_keystore
+from tests.support.chain import fund, light_keystore, paying_plane_env
 from tests.support.net import wait_until
 
 GPU = "NVIDIA GeForce RTX 4090"
@@ -311,17 +310,7 @@ def paying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paying]:
                 return deployment
 
         deployment = asyncio.run(setup())
-        ChainConfig(anvil.url, deployment.chain_id, deployment.token, deployment.payments).save(
-            files / "chain.json"
-        )
-        env = {
-            "OPENPOD_CHAIN_FILE": str(files / "chain.json"),
-            "OPENPOD_HOT_WALLET_KEYSTORE": str(files / "hot-wallet.json"),
-            "OPENPOD_HOT_WALLET_PASSWORD_FILE": str(files / "hot-wallet.password"),
-            "OPENPOD_PAYMENTS_POLL": "0.2",
-            "OPENPOD_PAYMENTS_CONFIRMATIONS": "1",
-            "OPENPOD_METER_HEARTBEAT": "0.5",
-        }
+        env = paying_plane_env(files, anvil.url, deployment)
         with running_platform(env) as platform:
             types = platform.user.ok("GET", "/gpu-types")
             rate = int(next(g for g in types if g["id"] == GPU)["ratePerSecond"])

@@ -17,9 +17,8 @@ from eth_account import Account as EthAccount
 
 from openpod.adapters.chain import Anvil, Contract, Deployment, Rpc, deploy, short_bytes32
 from openpod.adapters.signers import KeystoreSigner
-from openpod.settings import ChainConfig
 from tests.e2e.conftest import Platform, running_platform
-from tests.support.chain import FEE_BPS, balances, fund, make_user
+from tests.support.chain import FEE_BPS, balances, fund, make_user, paying_plane_env
 from tests.support.net import wait_until
 
 GPU = "NVIDIA GeForce RTX 4090"
@@ -58,17 +57,7 @@ def paying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paying]:
                 )
 
         deployment = run(setup())
-        ChainConfig(anvil.url, deployment.chain_id, deployment.token, deployment.payments).save(
-            files / "chain.json"
-        )
-        env = {
-            "OPENPOD_CHAIN_FILE": str(files / "chain.json"),
-            "OPENPOD_HOT_WALLET_KEYSTORE": str(files / "hot-wallet.json"),
-            "OPENPOD_HOT_WALLET_PASSWORD_FILE": str(files / "hot-wallet.password"),
-            "OPENPOD_PAYMENTS_POLL": "0.2",
-            "OPENPOD_PAYMENTS_CONFIRMATIONS": "1",
-            "OPENPOD_METER_HEARTBEAT": "0.5",
-        }
+        env = paying_plane_env(files, anvil.url, deployment)
         with running_platform(env) as platform:
             yield Paying(platform, anvil.url, deployment, admin, treasury)
 

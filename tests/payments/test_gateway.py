@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from openpod.adapters.chain import Contract, Event, Rpc, RpcUnavailable, hex_int
+from openpod.adapters.signers import KeystoreSigner
 from openpod.adapters.store import Database
 from openpod.adapters.store.models import ChainTx, ChainTxAttempt, Counter, PodLease, Settlement
 from openpod.domain.metering import EventKind, MeterEvent
@@ -67,6 +68,24 @@ async def mine(rpc: Rpc, blocks: int = 1) -> None:
     await rpc.request("anvil_mine", [hex(blocks)])
 
 
+async def leased_run(
+    db: Database, rpc: Rpc, chain: GatewayChain
+) -> tuple[str, KeystoreSigner, int]:
+    """A settled run (three PENDING settlements) whose user signed its lease: the pod, the
+    user, and the user's token balance before anything is paid."""
+    pod_id = settled_run(db)
+    user = await make_user(rpc, chain.deployment)
+    await sign_lease(db, rpc, chain, pod_id, user)
+    return pod_id, user, await balance(rpc, chain.deployment, user.address)
+
+
+async def open_lease(gw: PaymentGateway, rpc: Rpc) -> None:
+    """One round sends the lease, two blocks confirm it, and the gateway sees it open."""
+    await gw.round()
+    await mine(rpc, 2)
+    await gw.follow(RoundReport())
+
+
 async def settle_all(gw: PaymentGateway, rpc: Rpc, rounds: int = 6) -> RoundReport:
     """Rounds with a block mined after each, until nothing is left open."""
     total = RoundReport()
@@ -99,10 +118,7 @@ def settlements(db: Database, pod_id: str) -> list[Settlement]:
 async def test_a_run_is_paid_on_chain_exactly_as_metered(
     db: Database, rpc: Rpc, chain: GatewayChain
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     provider_before = await balance(rpc, chain.deployment, PAYOUT_WALLET)
     treasury_before = await balance(rpc, chain.deployment, chain.treasury)
 
@@ -181,14 +197,9 @@ class Crash(Exception):
 async def test_killed_between_sign_and_send_pays_once(
     db: Database, rpc: Rpc, chain: GatewayChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     first = gateway(db, rpc, chain)
-    await first.round()  # the lease
-    await mine(rpc, 2)
-    await first.follow(RoundReport())
+    await open_lease(first, rpc)
     nonce = await rpc.nonce(chain.hot.address, "latest")
 
     async def die(*_: object) -> None:
@@ -212,14 +223,9 @@ async def test_killed_between_sign_and_send_pays_once(
 async def test_killed_between_send_and_receipt_pays_once(
     db: Database, rpc: Rpc, chain: GatewayChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     first = gateway(db, rpc, chain)
-    await first.round()
-    await mine(rpc, 2)
-    await first.follow(RoundReport())
+    await open_lease(first, rpc)
 
     def die(*_: object, **__: object) -> None:
         raise Crash
@@ -238,10 +244,7 @@ async def test_killed_between_send_and_receipt_pays_once(
 
 
 async def test_rpc_outage_loses_nothing(db: Database, rpc: Rpc, chain: GatewayChain) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     outage = Outage(int(chain.url.rsplit(":", 1)[1]))
     await outage.up()
     async with Rpc(outage.url, timeout_s=2) as flaky:
@@ -263,15 +266,10 @@ async def test_rpc_outage_loses_nothing(db: Database, rpc: Rpc, chain: GatewayCh
 async def test_a_stuck_transaction_is_bumped_and_lands_once(
     db: Database, rpc: Rpc, chain: GatewayChain
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     clock = Clock()
     gw = gateway(db, rpc, chain, now=clock)
-    await gw.round()
-    await mine(rpc, 2)
-    await gw.follow(RoundReport())
+    await open_lease(gw, rpc)
     await rpc.request("evm_setAutomine", [False])  # mining stops: the batch waits in the pool
     report = await gw.round()
     assert report.submitted == 3
@@ -301,15 +299,10 @@ async def test_a_batch_priced_under_a_risen_base_fee_is_bumped_over_it_and_lands
     pool drops it, and sending it again is refused ("max fee per gas less than block base
     fee") for as long as the base fee stays above it. The gateway bumps a refused attempt at
     once, priced from the latest block's base fee: it clears it and lands; the user pays once."""
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     clock = Clock()
     gw = gateway(db, rpc, chain, now=clock)
-    await gw.round()  # the lease
-    await mine(rpc, 2)
-    await gw.follow(RoundReport())
+    await open_lease(gw, rpc)
     await rpc.request("evm_setAutomine", [False])
     assert (await gw.round()).submitted == 3  # the batch waits in the pool
     with db.transaction(readonly=True) as s:
@@ -356,15 +349,10 @@ async def test_a_batch_priced_under_a_risen_base_fee_is_bumped_over_it_and_lands
 async def test_a_signed_batch_the_base_fee_passed_while_down_is_bumped_and_lands_once(
     db: Database, rpc: Rpc, chain: GatewayChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     clock = Clock()
     first = gateway(db, rpc, chain, now=clock)
-    await first.round()
-    await mine(rpc, 2)
-    await first.follow(RoundReport())
+    await open_lease(first, rpc)
 
     async def die(*_: object) -> None:
         raise Crash
@@ -391,10 +379,7 @@ async def test_a_signed_batch_the_base_fee_passed_while_down_is_bumped_and_lands
 
 
 async def test_a_dropped_block_is_recovered(db: Database, rpc: Rpc, chain: GatewayChain) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     gw = gateway(db, rpc, chain, confirmations=3)
     await gw.round()
     await mine(rpc, 3)
@@ -438,10 +423,7 @@ async def test_a_rejected_payment_fails_with_the_decoded_error(
 async def test_a_batch_the_token_refuses_fails_with_the_tokens_decoded_error(
     db: Database, rpc: Rpc, chain: GatewayChain
 ) -> None:
-    pod_id = settled_run(db)
-    user = await make_user(rpc, chain.deployment)
-    await sign_lease(db, rpc, chain, pod_id, user)
-    before = await balance(rpc, chain.deployment, user.address)
+    pod_id, user, before = await leased_run(db, rpc, chain)
     gw = gateway(db, rpc, chain)
     await gw.round()  # the lease is opened...
     await mine(rpc, 2)

@@ -592,3 +592,20 @@ def wallet_stack(chain_id: int = 1337) -> Iterator[WalletStack]:
                 plane.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def paying_plane_env(files: Path, rpc_url: str, deployment: Deployment) -> dict[str, str]:
+    """Write `files`/chain.json for `deployment` and return the environment of a control plane
+    that pays on it as the hot wallet kept in `files` (hot-wallet.json, hot-wallet.password),
+    with fast rounds for tests."""
+    ChainConfig(rpc_url, deployment.chain_id, deployment.token, deployment.payments).save(
+        files / "chain.json"
+    )
+    return {
+        "OPENPOD_CHAIN_FILE": str(files / "chain.json"),
+        "OPENPOD_HOT_WALLET_KEYSTORE": str(files / "hot-wallet.json"),
+        "OPENPOD_HOT_WALLET_PASSWORD_FILE": str(files / "hot-wallet.password"),
+        "OPENPOD_PAYMENTS_POLL": "0.2",
+        "OPENPOD_PAYMENTS_CONFIRMATIONS": "1",
+        "OPENPOD_METER_HEARTBEAT": "0.5",
+    }
