@@ -67,7 +67,7 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 
 # Debian packages the platform and its tests run for real (sshd in pods, bubblewrap to isolate
 # them, PostgreSQL for the store tests, busybox and dash to run the boot script in several
-# shells). Installed only when
+# shells, SoftHSM2 for the hot wallet's key). Installed only when
 # absent; needs root (as on the dev and CI machines).
 system-deps:
 	@missing=""; \
@@ -78,6 +78,7 @@ system-deps:
 	command -v rsync >/dev/null 2>&1 || missing="$$missing rsync"; \
 	command -v busybox >/dev/null 2>&1 || missing="$$missing busybox"; \
 	command -v dash >/dev/null 2>&1 || missing="$$missing dash"; \
+	command -v softhsm2-util >/dev/null 2>&1 || missing="$$missing softhsm2"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

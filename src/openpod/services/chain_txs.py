@@ -58,15 +58,18 @@ class Fees:
         return Fees(max(self.max_fee * 9 // 8 + 1, floor.max_fee, tip), tip)
 
 
-def counter_next(session: Session, name: str, start: int, count: int = 1) -> int:
-    """Take `count` values of counter `name` (first use: from `start`); returns the first.
-    The row lock (SQLite: the write lock) makes concurrent takers wait, so no value repeats."""
+def counter_next(
+    session: Session, name: str, start: int, count: int = 1, *, floor: int | None = None
+) -> int:
+    """Take `count` values of counter `name` (first use: from `start`; never under `floor`);
+    returns the first. The row lock (SQLite: the write lock) makes concurrent takers wait, so
+    no value repeats."""
     row = session.get(Counter, name, with_for_update=True)
     if row is None:
         row = Counter(name=name, value=start)
         session.add(row)
         session.flush()
-    first = row.value
+    first = row.value if floor is None else max(row.value, floor)
     row.value = first + count
     return first
 
@@ -94,7 +97,10 @@ def sign_and_store(
 ) -> tuple[ChainTx, ChainTxAttempt]:
     """Allocate the next nonce, sign, store the transaction and its first attempt, and let
     `link` attach what it carries — in the caller's database transaction."""
-    nonce = counter_next(session, nonce_counter(chain_id, signer.address), chain_nonce)
+    # The chain's pending nonce is a floor: nonces another signer of this key used (the watch
+    # raises those as incidents) are skipped rather than collided with, once work resumes.
+    name = nonce_counter(chain_id, signer.address)
+    nonce = counter_next(session, name, chain_nonce, floor=chain_nonce)
     tx = ChainTx(
         id=ids.new_id("ctx"),
         chain_id=chain_id,

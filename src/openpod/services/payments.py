@@ -505,6 +505,7 @@ def _mark_mined(session: Session, tx_id: str, receipt: dict[str, Any]) -> None:
     row.block_number = hex_int(receipt["blockNumber"])
     row.block_hash = str(receipt["blockHash"])
     row.gas_used = hex_int(receipt["gasUsed"])
+    row.fee_paid = row.gas_used * hex_int(receipt.get("effectiveGasPrice", "0x0"))
 
 
 def _unmine(session: Session, tx_id: str) -> None:
@@ -513,7 +514,7 @@ def _unmine(session: Session, tx_id: str) -> None:
         return
     row.status = TxStatus.SENT.value
     row.mined_hash = row.block_hash = None
-    row.block_number = row.gas_used = None
+    row.block_number = row.gas_used = row.fee_paid = None
 
 
 def _apply_payments(

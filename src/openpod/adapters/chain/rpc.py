@@ -97,9 +97,12 @@ class Rpc:
     async def block_number(self) -> int:
         return hex_int(await self.request("eth_blockNumber"))
 
-    async def block(self, number: int | str = "latest") -> dict[str, Any] | None:
+    async def block(
+        self, number: int | str = "latest", *, transactions: bool = False
+    ) -> dict[str, Any] | None:
+        """A block header (with its transactions' hashes, or the transactions themselves)."""
         tag = hex(number) if isinstance(number, int) else number
-        result = await self.request("eth_getBlockByNumber", [tag, False])
+        result = await self.request("eth_getBlockByNumber", [tag, transactions])
         return result if isinstance(result, dict) else None
 
     async def nonce(self, address: str, block: str = "pending") -> int:
@@ -135,8 +138,15 @@ class Rpc:
         return result if isinstance(result, dict) else None
 
     async def logs(
-        self, address: str, topics: list[Any], from_block: int = 0, to_block: str = "latest"
+        self,
+        address: str | None,
+        topics: list[Any],
+        from_block: int = 0,
+        to_block: int | str = "latest",
     ) -> list[dict[str, Any]]:
-        query = {"address": address, "topics": topics, "fromBlock": hex(from_block)}
-        query["toBlock"] = to_block
+        """Logs matching `topics`, of one contract or (address None) of any."""
+        query: dict[str, Any] = {"topics": topics, "fromBlock": hex(from_block)}
+        query["toBlock"] = hex(to_block) if isinstance(to_block, int) else to_block
+        if address is not None:
+            query["address"] = address
         return list(await self.request("eth_getLogs", [query]))

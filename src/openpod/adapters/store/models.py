@@ -328,6 +328,7 @@ class ChainTx(Base):
     block_number: Mapped[int | None] = mapped_column(BigInteger, default=None)
     block_hash: Mapped[str | None] = mapped_column(String(66), default=None)
     gas_used: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    fee_paid: Mapped[int | None] = mapped_column(BigUInt, default=None)  # wei: gas used x price
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -344,3 +345,43 @@ class ChainTxAttempt(Base):
     tip: Mapped[int] = mapped_column(BigUInt)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HotWalletBreaker(Base):
+    """The hot wallet's circuit breaker: open, nothing is signed. Opened by the watch (or an
+    operator), closed only by an operator after review; every change is a `BreakerEvent`."""
+
+    __tablename__ = "hot_wallet_breakers"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    open: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    actor: Mapped[str | None] = mapped_column(String(120), default=None)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BreakerEvent(Base):
+    """One opening or closing of a hot wallet's breaker: who, why, when."""
+
+    __tablename__ = "hot_wallet_breaker_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    action: Mapped[str] = mapped_column(String(8))  # open | close
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(120))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertState(Base):
+    """Whether a condition the watch follows (balance under the floor...) is firing, so that
+    it alerts once when it starts and once when it ends, across restarts."""
+
+    __tablename__ = "alert_states"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    firing: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    since: Mapped[datetime] = mapped_column(default=utcnow)
