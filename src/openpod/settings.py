@@ -7,7 +7,9 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,6 +94,37 @@ class ServerSettings(BaseSettings):
     payments_bump_after: float = 30.0  # seconds a sent transaction waits before a fee bump
     payments_poll: float = 1.0  # seconds between the payment gateway's rounds
     lease_deadline: float = 600.0  # seconds a pod may run without a signed lease (on-chain)
+    # The hot wallet (docs/hot-wallet.md). Its key: "hsm" (PKCS#11, production) or "keystore"
+    # (development; refused on a mainnet unless hot_wallet_keystore_on_mainnet).
+    hot_wallet_signer: Literal["keystore", "hsm"] = "keystore"
+    hot_wallet_keystore_on_mainnet: bool = False
+    hsm_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    hsm_token_label: str = "openpod"  # noqa: S105 (a label, not a secret)
+    hsm_key_label: str = "openpod-hot-wallet"
+    hsm_pin: SecretStr | None = None  # OPENPOD_HSM_PIN, or in a file:
+    hsm_pin_file: Path | None = None
+    # What the hot wallet may sign: payments-contract calls with fees under these caps.
+    hot_wallet_max_fee_per_gas: int = 500 * 10**9  # wei (500 gwei)
+    hot_wallet_gas_per_hour: int = 10**18  # wei of worst-case gas signed in any hour
+    # Its watch: balance floor, runway, where value may go, and a guardian that pauses.
+    hot_wallet_balance_floor: int = 5 * 10**16  # wei (0.05 ETH)
+    hot_wallet_runway_hours: float = 72.0
+    hot_wallet_allowlist: str = ""  # comma-separated addresses value may be sent to
+    hot_wallet_watch_poll: float = 1.0  # seconds between looks at the chain
+    guardian_keystore: Path | None = None  # a key with GUARDIAN_ROLE: pauses on an incident
+    guardian_password_file: Path | None = None
+    # Alerts: a webhook (JSON, Slack-compatible; its URL is a secret, read from a file),
+    # e-mail over SMTP, and the log (always).
+    alert_webhook_url_file: Path | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = 25
+    alert_smtp_from: str = "openpod@localhost"
+    alert_smtp_to: str = ""  # comma-separated
+    alert_smtp_user: str | None = None
+    alert_smtp_password_file: Path | None = None
+    alert_smtp_starttls: bool = False
+    alert_dedupe_seconds: float = 300.0
+    alert_rate_per_minute: int = 20
     siwe_domain: str | None = None  # Sign-In with Ethereum domain(s); default: host:port
 
     def db_url(self) -> str:
@@ -115,6 +148,17 @@ class ServerSettings(BaseSettings):
             self.hot_wallet_keystore or self.data_dir / "hot-wallet.json",
             self.hot_wallet_password_file or self.data_dir / "hot-wallet.password",
         )
+
+    def hsm_pin_value(self) -> str:
+        """The token's PIN: OPENPOD_HSM_PIN, else the first line of OPENPOD_HSM_PIN_FILE."""
+        if self.hsm_pin is not None:
+            return self.hsm_pin.get_secret_value()
+        if self.hsm_pin_file is None:
+            raise ValueError("the HSM's PIN is not set: OPENPOD_HSM_PIN or OPENPOD_HSM_PIN_FILE")
+        try:
+            return self.hsm_pin_file.read_text().strip()
+        except OSError:
+            raise ValueError(f"cannot read the HSM PIN file {self.hsm_pin_file}") from None
 
     def edge_secret(self) -> bytes:
         """The key private pods' access tokens derive from: a 0600 file in data_dir, made

@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from openpod import __version__
 from openpod.adapters.chain import Rpc
 from openpod.adapters.edge import EdgeError, EdgeProxy, EdgeSettings, Route
-from openpod.adapters.signers import KeystoreSigner
 from openpod.adapters.store import Database, StoreError, migrate
 from openpod.api import errors
 from openpod.api.deps import AppState
+from openpod.api.hot_wallet import alerts_from, hot_wallet
 from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods
 from openpod.api.routes.chain import router as chain_router
 from openpod.api.routes.wallets import router as wallet_router
@@ -28,7 +28,6 @@ from openpod.services.funds import DatabaseFunds, Funds
 from openpod.services.hub import NodeHub
 from openpod.services.meter_hub import MeterHub
 from openpod.services.metering import MeterConfig
-from openpod.services.payments import GatewayConfig, PaymentGateway
 from openpod.settings import ServerSettings
 
 log = logging.getLogger("openpod.api")
@@ -107,31 +106,6 @@ def funds_guard(settings: ServerSettings) -> Funds | None:
     return ChainFunds(Rpc(chain.rpc_url, timeout_s=5.0), chain.token, chain.payments)
 
 
-def payment_gateway(settings: ServerSettings, db: Database) -> PaymentGateway | None:
-    """The hot wallet's payment gateway when a chain is configured (chain.json), else None.
-    The development signer is an encrypted keystore with its password in a 0600 file."""
-    chain = settings.chain()
-    if chain is None:
-        return None
-    keystore, password_file = settings.hot_wallet_paths()
-    if not keystore.exists() or not password_file.exists():
-        raise RuntimeError(
-            f"a chain is configured ({settings.chain_path()}) but the hot wallet is not: "
-            f"need the keystore {keystore} and its password file {password_file} "
-            "(OPENPOD_HOT_WALLET_KEYSTORE, OPENPOD_HOT_WALLET_PASSWORD_FILE)"
-        )
-    signer = KeystoreSigner.load(keystore, password_file.read_text().strip())
-    config = GatewayConfig(
-        chain_id=chain.chain_id,
-        payments=chain.payments,
-        batch_size=settings.payments_batch_size,
-        confirmations=settings.payments_confirmations,
-        bump_after_s=settings.payments_bump_after,
-    )
-    log.info("paying settlements on chain %d as %s", chain.chain_id, signer.address)
-    return PaymentGateway(db, Rpc(chain.rpc_url), signer, config)
-
-
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
 
@@ -163,10 +137,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.openpod = state
         meters.start()
         tasks = [asyncio.create_task(_settle_every_period(state))]
-        payments_stop = asyncio.Event()
-        gateway = payment_gateway(settings, db)
-        if gateway is not None:
-            tasks.append(asyncio.create_task(gateway.run(settings.payments_poll, payments_stop)))
+        alerts = alerts_from(settings)
+        wallet = hot_wallet(settings, db, alerts)
+        if wallet is not None:
+            await alerts.start()
+            stop = asyncio.Event()  # the loops end by cancellation; they never set it
+            tasks.append(asyncio.create_task(wallet.gateway.run(settings.payments_poll, stop)))
+            tasks.append(
+                asyncio.create_task(wallet.watch.run(settings.hot_wallet_watch_poll, stop))
+            )
+            state.extra_metrics += [wallet.watch.metrics.prometheus, alerts.prometheus]
         if router is not None:
             tasks.append(asyncio.create_task(_keep_edge_in_step(router, db)))
         log.info("openpod control plane %s on %s", __version__, db.dialect)
@@ -176,8 +156,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await meters.stop()
-        if gateway is not None:
-            await gateway.rpc.aclose()
+        if wallet is not None:
+            await alerts.stop()
+            await wallet.aclose()
         if isinstance(state.funds, ChainFunds):
             await state.funds.rpc.aclose()
         db.dispose()

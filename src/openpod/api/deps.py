@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -32,6 +32,7 @@ class AppState:
     edge_secret: bytes
     meters: MeterHub
     funds: Funds | None  # None: the funds guard is off
+    extra_metrics: list[Callable[[], str]] = field(default_factory=list)  # hot wallet, alerts
 
     def pod_out(self, pod: Pod) -> PodOut:
         return pod_out(pod, self.settings.token_decimals, self.links)

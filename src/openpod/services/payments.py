@@ -60,6 +60,7 @@ from openpod.domain.errors import DomainError
 from openpod.domain.settlement import SettlementStatus, advance
 from openpod.services import chain_txs
 from openpod.services.chain_txs import Fees, Signer, TxStatus
+from openpod.services.hot_wallet import Breaker, SigningRefused
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class GatewayConfig:
     confirmations: int = 2
     bump_after_s: float = 30.0
     gas_margin_percent: int = 20
+    max_fee_per_gas: int | None = None  # the signing policy's cap: fees are kept under it
 
 
 @dataclass
@@ -99,6 +101,7 @@ class RoundReport:
     bumped: int = 0
     reorged: int = 0
     transactions: list[str] = field(default_factory=list)
+    halted: str | None = None  # why nothing was done: the hot wallet's breaker is open
 
 
 class PaymentGateway:
@@ -112,11 +115,13 @@ class PaymentGateway:
         config: GatewayConfig,
         *,
         now: Callable[[], datetime] = utcnow,
+        breaker: Breaker | None = None,
     ) -> None:
         self.db = db
         self.rpc = rpc
         self.signer = signer
         self.config = config
+        self.breaker = breaker
         self.contract = Contract(rpc, "OpenPodPayments", config.payments)
         self._now = now
 
@@ -131,6 +136,11 @@ class PaymentGateway:
 
     async def round(self) -> RoundReport:
         report = RoundReport()
+        if self.breaker is not None:
+            state = await asyncio.to_thread(self.breaker.state)
+            if state.open:  # nothing is signed or sent until an operator closes it
+                report.halted = f"the hot wallet's breaker is open: {state.reason}"
+                return report
         await self.follow(report)
         await self.open_leases(report)
         while await self.submit_payments(report):
@@ -148,6 +158,9 @@ class PaymentGateway:
             except (RpcUnavailable, RpcError) as error:
                 delay = min(max(delay * 2, period_s), 60.0)
                 log.warning("payment round: %s; retrying in %.0f s", error, delay)
+            except SigningRefused as refusal:  # alerted by the signer; the next round retries
+                delay = min(max(delay * 2, period_s), 60.0)
+                log.warning("payment round: signing refused: %s", refusal.reason)
             except (ChainError, StoreError, DomainError) as error:
                 log.warning("payment round: %s", error)
             with contextlib.suppress(TimeoutError):
@@ -203,15 +216,14 @@ class PaymentGateway:
             seconds=self.config.bump_after_s
         )
         if due and tx.status != TxStatus.SIGNED.value:
-            latest = await self._bump(tx, latest)
-            report.bumped += 1
+            latest = await self._bump(tx, latest, report)
         refused = await self._broadcast(latest, report)
         if refused is not None and is_underpriced(refused):
             # Its fees are under what the chain asks now (the base fee rose, maybe while we
             # were down): it is in no pool, so a bump replaces nothing and goes out at once.
-            latest = await self._bump(tx, latest)
-            report.bumped += 1
-            await self._broadcast(latest, report)
+            bumped = await self._bump(tx, latest, report)
+            if bumped is not latest:
+                await self._broadcast(bumped, report)
 
     async def _broadcast(self, attempt: ChainTxAttempt, report: RoundReport) -> RpcError | None:
         """Send an attempt; the node's refusal, if it refused it (known already is no refusal)."""
@@ -226,13 +238,31 @@ class PaymentGateway:
         await self._db(lambda s: chain_txs.mark_sent(s, attempt.hash, sent_at))
         return None
 
-    async def _bump(self, tx: ChainTx, latest: ChainTxAttempt) -> ChainTxAttempt:
+    async def _bump(
+        self, tx: ChainTx, latest: ChainTxAttempt, report: RoundReport
+    ) -> ChainTxAttempt:
+        """A new attempt with higher fees; `latest` itself when the fee cap leaves no room
+        (it waits for the base fee to fall) or the signer refuses."""
         floor = await self._fees()
         fees = Fees(latest.max_fee, latest.tip).bumped(floor)
+        cap = self.config.max_fee_per_gas
+        if cap is not None and fees.max_fee > cap:
+            if latest.max_fee * 9 // 8 + 1 > cap:  # no room for a replacement nodes accept
+                log.warning(
+                    "not bumping %s (nonce %d): the fee cap %d is reached", tx.id, tx.nonce, cap
+                )
+                return latest
+            fees = Fees(cap, min(fees.tip, cap))
         log.info(
             "bumping %s (nonce %d) to max fee %d, tip %d", tx.id, tx.nonce, fees.max_fee, fees.tip
         )
-        return await self._db(lambda s: chain_txs.add_attempt(s, self.signer, tx, fees))
+        try:
+            attempt = await self._db(lambda s: chain_txs.add_attempt(s, self.signer, tx, fees))
+        except SigningRefused as refusal:
+            log.warning("not bumping %s (nonce %d): %s", tx.id, tx.nonce, refusal.reason)
+            return latest
+        report.bumped += 1
+        return attempt
 
     async def _dropped(self, tx: ChainTx, report: RoundReport) -> None:
         log.error(
@@ -311,7 +341,11 @@ class PaymentGateway:
         block = await self.rpc.block("latest") or {}
         base = hex_int(block.get("baseFeePerGas", "0x0"))
         tip = await self.rpc.priority_fee()
-        return Fees(max_fee=2 * base + tip, tip=tip)
+        max_fee = 2 * base + tip
+        cap = self.config.max_fee_per_gas
+        if cap is not None and max_fee > cap:  # signable; it waits for the base fee to fall
+            max_fee, tip = cap, min(tip, cap)
+        return Fees(max_fee=max_fee, tip=tip)
 
     async def _gas(self, data: bytes) -> int:
         call = {

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pkcs11
+from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_keys.datatypes import PublicKey, Signature
 from eth_keys.exceptions import BadSignature
@@ -197,7 +198,13 @@ class HsmSigner:
 
     def sign_message(self, text: str) -> bytes:
         """An EIP-191 personal_sign signature (65 bytes, r || s || v with v = 27 or 28)."""
-        data = text.encode()
-        digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+        return self._signable(encode_defunct(text=text))
+
+    def sign_typed_data(self, typed_data: dict[str, Any]) -> bytes:
+        """An EIP-712 signature (65 bytes, r || s || v)."""
+        return self._signable(encode_typed_data(full_message=typed_data))
+
+    def _signable(self, message: SignableMessage) -> bytes:
+        digest = keccak(b"\x19" + message.version + message.header + message.body)
         v, r, s = self.sign_digest(digest)
         return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([27 + v])

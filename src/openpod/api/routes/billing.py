@@ -79,7 +79,7 @@ async def credit(account_id: str, body: schemas.Credit, state: State, key: Key) 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 async def metrics(state: State) -> str:
-    return state.meters.metrics.prometheus()
+    return state.meters.metrics.prometheus() + "".join(more() for more in state.extra_metrics)
 
 
 class MeterSocket:
