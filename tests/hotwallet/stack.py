@@ -46,7 +46,7 @@ async def hot_wallet(
     balance: int = 10 * ETH,
     max_fee: int = 1000 * GWEI,
     per_hour: int = 100 * ETH,
-    **gateway: Any,
+    **gateway_config: Any,
 ) -> HotWallet:
     """An HSM key holding OPERATOR_ROLE, the gateway signing through the policy with it, and
     its watch (with the admin, who holds GUARDIAN_ROLE, as the guardian)."""
@@ -66,7 +66,9 @@ async def hot_wallet(
         gas_spend_per_hour=per_hour,
     )
     signer = GuardedSigner(key, policy, breaker, alert=alerts.append)
-    config = GatewayConfig(chain_id=deployment.chain_id, payments=deployment.payments, **gateway)
+    config = GatewayConfig(
+        chain_id=deployment.chain_id, payments=deployment.payments, **gateway_config
+    )
     gateway = PaymentGateway(db, rpc, signer, config, breaker=breaker)
     watch_config = WatchConfig(
         chain_id=deployment.chain_id,
