@@ -321,3 +321,10 @@ def register(app: typer.Typer) -> None:
     from openpod.entry import chain  # its adapters load lazily, in the commands
 
     app.add_typer(chain.app, name="chain")
+    # The operator's hot wallet beside the user's own wallet commands: `openpod wallet hot
+    # ...`, `openpod wallet breaker ...` (typer builds the groups at app() time).
+    from openpod.cli import wallet as user_wallet
+    from openpod.entry import hot_wallet
+
+    user_wallet.app.add_typer(hot_wallet.hot, name="hot")
+    user_wallet.app.add_typer(hot_wallet.breaker, name="breaker")
