@@ -45,6 +45,7 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.metering
 	$(BIN)/python -m bench.payments_gas
 	$(BIN)/python -m bench.payments
+	$(BIN)/python -m bench.hot_wallet
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

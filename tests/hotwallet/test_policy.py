@@ -149,6 +149,7 @@ def test_the_hourly_gas_budget_counts_each_nonce_once_at_its_dearest(
     assert "11000000000000000 wei signed in the last hour" in reason
     assert key.signed == 3 and len(alerts) == 1
     now.at += timedelta(minutes=61)  # the hour has passed: the budget is free again
+    assert signer.ledger.spent() == 0
     signer.sign_transaction(tx(2))
     assert key.signed == 4
 

@@ -10,8 +10,10 @@ Subprocesses (the CLI, the control plane) get tokens of their own (`make_token`)
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,37 @@ def open_session(token: SoftHsmToken, *, rw: bool = False) -> Any:
         return found.open(user_pin=token.pin, rw=rw)
     except pkcs11.UserAlreadyLoggedIn:
         return found.open(rw=rw)
+
+
+_SIGN = """
+import json, sys
+from pathlib import Path
+from openpod.adapters.signers import HsmConfig, HsmSigner
+args = json.loads(sys.stdin.read())
+tx = args["tx"]
+tx["data"] = bytes.fromhex(tx["data"])
+signer = HsmSigner(HsmConfig(Path(args["module"]), args["token"], args["pin"], args["key"]))
+print(signer.sign_transaction(tx).hex())
+"""
+
+
+def sign_in_subprocess(token: SoftHsmToken, key_label: str, tx: dict[str, Any]) -> bytes:
+    """`tx` signed by the token's key in a process of its own: the token used directly, as
+    someone holding the PIN would, outside openpod's gateway (and outside this test process,
+    whose PKCS#11 module may be set up for another token)."""
+    request = {
+        "module": str(SOFTHSM_MODULE),
+        "token": token.label,
+        "pin": token.pin,
+        "key": key_label,
+        "tx": {**tx, "data": bytes(tx.get("data", b"")).hex()},
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGN],
+        input=json.dumps(request),
+        env={**os.environ, **token.env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return bytes.fromhex(done.stdout.strip())

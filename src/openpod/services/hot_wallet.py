@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,11 +149,14 @@ class Breaker:
 
 
 class SpendLedger:
-    """Worst-case gas spend per nonce over the last hour."""
+    """Worst-case gas spend per nonce over the last hour, kept as a running total: each
+    signature costs O(1) however many transactions the hour holds."""
 
     def __init__(self, now: Callable[[], datetime] = utcnow) -> None:
         self._now = now
-        self._by_nonce: dict[int, tuple[datetime, int]] = {}
+        self._by_nonce: dict[int, tuple[datetime, int]] = {}  # nonce -> (when, dearest cost)
+        self._order: deque[tuple[datetime, int]] = deque()  # (when, nonce), oldest first
+        self._total = 0
         self._lock = threading.Lock()
 
     def seed(self, db: Database, chain_id: int, sender: str) -> None:
@@ -165,19 +169,24 @@ class SpendLedger:
                 .join(ChainTxAttempt, ChainTxAttempt.tx_id == ChainTx.id)
                 .where(ChainTx.chain_id == chain_id, ChainTx.sender == sender)
                 .where(ChainTxAttempt.created_at >= since)
+                .order_by(ChainTxAttempt.created_at)
             )
             for nonce, gas, max_fee, at in session.execute(query).all():
                 self.record(int(nonce), int(gas) * int(max_fee), at)
 
     def _prune(self) -> None:
         since = self._now() - SPEND_WINDOW
-        for nonce in [n for n, (at, _) in self._by_nonce.items() if at < since]:
-            del self._by_nonce[nonce]
+        while self._order and self._order[0][0] < since:
+            at, nonce = self._order.popleft()
+            held = self._by_nonce.get(nonce)
+            if held is not None and held[0] == at:  # else a dearer attempt replaced it later
+                del self._by_nonce[nonce]
+                self._total -= held[1]
 
     def spent(self) -> int:
         with self._lock:
             self._prune()
-            return sum(cost for _, cost in self._by_nonce.values())
+            return self._total
 
     def added(self, nonce: int, cost: int) -> int:
         """What signing `cost` for `nonce` adds to the hour's spend."""
@@ -190,7 +199,10 @@ class SpendLedger:
         with self._lock:
             held = self._by_nonce.get(nonce)
             if held is None or cost > held[1]:
-                self._by_nonce[nonce] = (at or self._now(), cost)
+                when = at or self._now()
+                self._total += cost - (held[1] if held else 0)
+                self._by_nonce[nonce] = (when, cost)
+                self._order.append((when, nonce))
 
 
 def open_tx_count(session: Session, chain_id: int, sender: str) -> int:

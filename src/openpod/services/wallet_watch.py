@@ -178,7 +178,9 @@ class HotWalletWatch:
             await self._db(lambda s: _put(s, self._cursor, last + 1))
             report.blocks = list(range(first, last + 1))
             self.metrics.last_block = last
-        await self._check_nonce(report)
+        # The nonce as of the last block read, so that a transaction mined meanwhile is found
+        # by the next step's scan and its nonce together, as one incident.
+        await self._check_nonce(last if first <= last else first - 1, report)
         if report.findings:
             await self._incident(report)
         await self._check_balance(report)
@@ -242,8 +244,8 @@ class HotWalletWatch:
                     f"(tx {entry.get('transactionHash')}, block {block})"
                 )
 
-    async def _check_nonce(self, report: StepReport) -> None:
-        nonce = await self.rpc.nonce(self.config.address, "latest")
+    async def _check_nonce(self, block: int, report: StepReport) -> None:
+        nonce = await self.rpc.nonce(self.config.address, hex(block))
         self.metrics.nonce = nonce
         name = chain_txs.nonce_counter(self.config.chain_id, self.config.address)
 
@@ -255,8 +257,9 @@ class HotWalletWatch:
         if seen is None and issued is None:
             allowed = nonce  # the first look at a wallet the gateway never used
         if nonce > allowed:
+            issued_text = f"up to {allowed - 1}" if allowed else "none"
             report.findings.append(
-                f"the nonce moved to {nonce} while the gateway issued nonces below {allowed}"
+                f"the nonce moved to {nonce} by block {block}; the gateway issued {issued_text}"
             )
         if seen is None or nonce > seen:
             await self._db(lambda s: _put(s, self._seen_nonce, nonce))
