@@ -6,6 +6,9 @@ resolves once."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 import pytest
 from eth_account import Account
 
@@ -13,13 +16,13 @@ from openpod.adapters.chain import Contract, Rpc, hex_int, send_and_wait
 from openpod.adapters.signers import KeystoreSigner
 from openpod.adapters.store import Database
 from openpod.adapters.store.models import ChainTx, Counter, utcnow
-from openpod.domain.alerts import Severity
+from openpod.domain.alerts import Alert, Severity
 from openpod.services.hot_wallet import SigningRefused
 from openpod.services.wallet_watch import HotWalletWatch
 from tests.chain.test_dev_token import permit_data
 from tests.hotwallet.stack import GWEI, hot_wallet
 from tests.payments.test_gateway import leased_run, open_lease, settle_all
-from tests.support.chain import ETH, GatewayChain, fund
+from tests.support.chain import ETH, GatewayChain, Outage, fund
 from tests.support.hsm import SoftHsmToken
 
 
@@ -192,3 +195,38 @@ async def test_a_short_runway_warns_once(
     text = hot.watch.metrics.prometheus()
     assert f"openpod_hot_wallet_balance_wei {ETH}" in text
     assert "openpod_hot_wallet_breaker_open 0" in text
+
+
+async def test_a_blind_watch_warns_once_and_says_when_it_sees_again(
+    db: Database, rpc: Rpc, chain: GatewayChain, token: SoftHsmToken
+) -> None:
+    hot = await hot_wallet(db, rpc, chain, token, guardian=False)
+    outage = Outage(int(chain.url.rsplit(":", 1)[1]))
+    await outage.up()
+    seen: list[Alert] = []
+    changed = asyncio.Event()
+
+    def alert(a: Alert) -> None:
+        seen.append(a)
+        changed.set()
+
+    config = replace(hot.watch.config, blind_after_s=0.3)
+    async with Rpc(outage.url) as through:
+        watch = HotWalletWatch(db, through, config, hot.breaker, alert)
+        stop = asyncio.Event()
+        running = asyncio.create_task(watch.run(0.05, stop))
+        try:
+            await outage.down()
+            await asyncio.wait_for(changed.wait(), 10)
+            changed.clear()
+            [blind] = seen
+            assert (blind.severity, blind.resolved) == (Severity.WARNING, False)
+            assert "cannot read the chain" in blind.title
+            await outage.up()
+            await asyncio.wait_for(changed.wait(), 10)
+            assert len(seen) == 2 and seen[1].resolved and "again" in seen[1].title
+            assert seen[1].key == blind.key
+        finally:
+            stop.set()
+            await running
+            await outage.down()

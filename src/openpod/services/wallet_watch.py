@@ -66,6 +66,7 @@ class WatchConfig:
     runway_window_hours: float = 6.0  # the burn rate is the gas paid over this window
     allowlist: frozenset[str] = frozenset()  # lower-case addresses value may go to
     max_blocks_per_step: int = 100
+    blind_after_s: float = 60.0  # an outage this long is alerted (the watch sees nothing)
 
 
 @dataclass
@@ -192,16 +193,40 @@ class HotWalletWatch:
         return report
 
     async def run(self, period_s: float, stop: asyncio.Event) -> None:
-        """Steps every `period_s` until `stop`; an RPC outage backs off up to 30 s and alerts
-        once it has lasted a minute (the watch is blind while it lasts)."""
+        """Steps every `period_s` until `stop`. While the chain or the database cannot be read
+        the watch is blind: it backs off up to 30 s, warns once the outage has lasted
+        `blind_after_s`, and says when it sees again."""
+        loop = asyncio.get_running_loop()
         delay = period_s
+        blind_since: float | None = None
+        warned = False
+        key = f"hot-wallet:{self._me}:watch-blind"
         while not stop.is_set():
             try:
                 await self.step()
-                delay = period_s
             except (RpcUnavailable, RpcError, ChainError, StoreError) as error:
                 delay = min(max(delay * 2, period_s), 30.0)
                 log.warning("hot wallet watch: %s; retrying in %.1f s", error, delay)
+                blind_since = loop.time() if blind_since is None else blind_since
+                if not warned and loop.time() - blind_since >= self.config.blind_after_s:
+                    warned = True
+                    title = f"the watch of hot wallet {self.config.address} cannot read the chain"
+                    text = f"{type(error).__name__}: {error}; nothing is checked meanwhile"
+                    self._alert(Alert(key=key, severity=Severity.WARNING, title=title, text=text))
+            else:
+                delay, blind_since = period_s, None
+                if warned:
+                    warned = False
+                    title = f"the watch of hot wallet {self.config.address} reads the chain again"
+                    self._alert(
+                        Alert(
+                            key=key,
+                            severity=Severity.WARNING,
+                            title=title,
+                            text=title,
+                            resolved=True,
+                        )
+                    )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
