@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from openpod.adapters.chain import Anvil
+from openpod.adapters.chain import Anvil, role
 from openpod.entry import hot_wallet
 from tests.entry.chain_support import keystore_address, rpc
 from tests.support.hsm import SoftHsmToken, make_token
@@ -218,3 +218,29 @@ def test_keystore_refused_on_a_mainnet_unless_allowed(tmp_path: Path) -> None:
         again.stderr
         == f"error: {data_dir / 'hot-wallet.json'} exists already (address {made['address']})\n"
     )
+
+
+def test_deploy_makes_the_hsm_key_the_operator(plane: Plane, anvil: Anvil, tmp_path: Path) -> None:
+    """`openpod chain deploy` without --operator, the hot wallet in the HSM: the token's key
+    gets OPERATOR_ROLE (and `chain info --check` finds it there), no keystore is made."""
+    data_dir = tmp_path / "deploy"
+    env = plane.env(OPENPOD_DATA_DIR=str(data_dir))
+    snapshot = rpc(anvil.url, "evm_snapshot")
+    try:
+        done = openpod(
+            env, "chain", "deploy", "--rpc-url", anvil.url, "--data-dir", str(data_dir),
+            secret=plane.token.pin,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert not (data_dir / "hot-wallet.json").exists()
+        payments = json.loads((data_dir / "chain.json").read_text())["payments"]
+        operator = "0x" + role("OPERATOR_ROLE").hex()
+        holder = "0x" + plane.address[2:].lower().rjust(64, "0")
+        call = {"to": payments, "data": "0x91d14854" + operator[2:] + holder[2:]}  # hasRole
+        assert int(rpc(anvil.url, "eth_call", call, "latest"), 16) == 1
+        info = openpod(env, "chain", "info", "--json", "--check", secret=plane.token.pin)
+        assert info.returncode == 0, info.stdout + info.stderr
+        found = json.loads(info.stdout)["check"]
+        assert found["hotWallet"] == plane.address and found["hotWalletIsOperator"] is True
+    finally:
+        rpc(anvil.url, "evm_revert", snapshot)

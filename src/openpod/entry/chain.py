@@ -139,6 +139,23 @@ def hot_wallet(settings: ServerSettings) -> Wallet:
     return Wallet(keystore, password_file, "hot wallet")
 
 
+def hsm_hot_wallet(settings: ServerSettings) -> tuple[str, str]:
+    """The address of the hot wallet's key in the HSM and where it is (the token is opened
+    with the configured PIN; nothing is signed)."""
+    from openpod.adapters.signers import HsmSigner, SignerError
+    from openpod.api.hot_wallet import HotWalletSetupError, hsm_config
+
+    try:
+        config = hsm_config(settings)
+        signer = HsmSigner(config)
+    except (HotWalletSetupError, SignerError) as error:
+        raise ChainSetupError(f"hot wallet: {error}") from None
+    try:
+        return signer.address, config.where()
+    finally:
+        signer.close()
+
+
 def deployer_wallet(
     settings: ServerSettings, keystore: Path | None = None, password_file: Path | None = None
 ) -> Wallet:
@@ -288,6 +305,8 @@ async def _accounts(
     import asyncio
 
     dev = chain_id in DEV_CHAIN_IDS
+    if operator is None and settings.hot_wallet_signer == "hsm":
+        operator = hsm_hot_wallet(settings)[0]  # its key is made by `wallet hot init --hsm`
     hot = hot_wallet(settings) if operator is None else None
     if not dev:
         _ = deployer.address  # off development chains nothing is made: it must exist
@@ -404,7 +423,7 @@ async def _token_decimals(
 
 async def check_deployment(config: ChainConfig, settings: ServerSettings) -> dict[str, Any]:
     """Ask the chain whether the deployment in `config` is there: the chain id, code at both
-    addresses, the fee and treasury, and whether the hot wallet (if a keystore) may pay."""
+    addresses, the fee and treasury, and whether the hot wallet (keystore or HSM) may pay."""
     from openpod.adapters.chain import ChainError, Contract, Rpc, role
 
     problems: list[str] = []
@@ -434,15 +453,18 @@ async def check_deployment(config: ChainConfig, settings: ServerSettings) -> dic
             found["feeBps"] = int(await payments.read_one("feeBps"))
             found["treasury"] = str(await payments.read_one("treasury"))
             hot = hot_wallet(settings)
-            if hot.exists():
-                found["hotWallet"] = hot.address
-                found["hotWalletBalance"] = str(await rpc.balance(hot.address))
-                operator = bool(
-                    await payments.read_one("hasRole", role("OPERATOR_ROLE"), hot.address)
-                )
+            address = None
+            if settings.hot_wallet_signer == "hsm":
+                address = hsm_hot_wallet(settings)[0]
+            elif hot.exists():
+                address = hot.address
+            if address is not None:
+                found["hotWallet"] = address
+                found["hotWalletBalance"] = str(await rpc.balance(address))
+                operator = bool(await payments.read_one("hasRole", role("OPERATOR_ROLE"), address))
                 found["hotWalletIsOperator"] = operator
                 if not operator:
-                    problems.append(f"the hot wallet {hot.address} does not hold OPERATOR_ROLE")
+                    problems.append(f"the hot wallet {address} does not hold OPERATOR_ROLE")
     except ChainError as error:
         problems.append(f"cannot ask the chain at {show_url(config.rpc_url)}: {error}")
     return found

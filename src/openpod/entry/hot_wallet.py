@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from openpod.entry.chain import ChainSetupError, hot_wallet, show_url
+from openpod.entry.chain import ChainSetupError, hot_wallet, hsm_hot_wallet, show_url
 
 if TYPE_CHECKING:
     from openpod.adapters.store import Database
@@ -112,18 +112,7 @@ def _required_chain(settings: ServerSettings) -> ChainConfig:
 def _key(settings: ServerSettings) -> tuple[str, str]:
     """The configured hot wallet's (address, where its key is), without decrypting anything."""
     if settings.hot_wallet_signer == "hsm":
-        from openpod.adapters.signers import HsmSigner, SignerError
-        from openpod.api.hot_wallet import HotWalletSetupError, hsm_config
-
-        try:
-            config = hsm_config(settings)
-            signer = HsmSigner(config)
-        except (HotWalletSetupError, SignerError) as error:
-            raise HotWalletCommandError(str(error)) from None
-        try:
-            return signer.address, config.where()
-        finally:
-            signer.close()
+        return hsm_hot_wallet(settings)
     wallet = hot_wallet(settings)
     if not wallet.exists():
         raise HotWalletCommandError(
