@@ -75,6 +75,7 @@ class ServerSettings(BaseSettings):
     # SSH gateway: `ssh -J openpod@{gateway_host}:{gateway_port} root@POD`
     gateway_host: str | None = None  # public address of `openpod gateway`; None: no gateway
     gateway_port: int = 2222
+    gateway_fast_port: int | None = None  # its fast path (`openpod gateway --fast-port`)
     gateway_host_key_file: Path | None = None  # its public host key, shown to clients to pin
     edge_secret_file: Path | None = None
     # Metering and settlement (docs/metering.md)

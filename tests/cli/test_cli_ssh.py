@@ -228,3 +228,27 @@ def test_ssh_through_the_gateway_pins_both_host_keys(make_pod: Any, config_dir: 
     assert argv[-4:] == ["-L", "8888:localhost:8888", f"root@{POD_ID}", "nvidia-smi"]
     direct = prepare_ssh(target, [], direct=True)
     assert direct[-1] == "root@127.0.0.1"
+
+
+def test_ssh_takes_the_fast_path_when_the_gateway_has_one(make_pod: Any, config_dir: Path) -> None:
+    import sys
+
+    from openpod.cli.ssh import SshTarget, prepare_ssh
+    from openpod.cli.ssh_config import host_block
+
+    pod = _gateway_pod(make_pod)
+    pod["ssh"]["gateway"]["fastPort"] = 2223
+    target = SshTarget.from_pod(pod)
+    assert target is not None
+    argv = prepare_ssh(target, ["-i", "/k/id", "nvidia-smi"])
+    assert argv[:2] == ["ssh", "-o"]
+    assert argv[2] == (
+        f"ProxyCommand={sys.executable} -m openpod ssh proxy %h --relay gw.example:2223 -i /k/id"
+    )
+    assert argv[3:5] == ["-o", "ProxyUseFdpass=yes"]
+    known = config_dir / "known_hosts"
+    assert f"{POD_ID} {HOST_KEY}" in known.read_text().splitlines()  # the pod is still pinned
+    assert argv[-2:] == [f"root@{POD_ID}", "nvidia-smi"]
+    block = host_block(pod["ssh"]["gateway"], known)
+    assert "    ProxyUseFdpass yes" in block and "ProxyJump" not in block
+    assert "ssh proxy %h --relay gw.example:2223" in block

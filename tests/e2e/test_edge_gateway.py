@@ -70,7 +70,9 @@ def access() -> Iterator[Access]:
     root = Path(tempfile.mkdtemp(prefix="openpod-access-"))
     plane_dir = root / "plane"
     plane_dir.mkdir()
-    edge, gateway = EdgeProc(plane_dir, idle_timeout=2.0), GatewayProc(plane_dir)
+    # The gateway serves its fast path too: `openpod ssh` and `openpod ssh config` take it,
+    # plain `ssh -J` the gateway's SSH port; the test below uses both.
+    edge, gateway = EdgeProc(plane_dir, idle_timeout=2.0), GatewayProc(plane_dir, fast=True)
     plane = ControlPlane(
         plane_dir,
         env={
@@ -79,6 +81,7 @@ def access() -> Iterator[Access]:
             "OPENPOD_GATEWAY_HOST": "127.0.0.1",
             "OPENPOD_GATEWAY_PORT": str(gateway.port),
             "OPENPOD_GATEWAY_HOST_KEY_FILE": f"{gateway.host_key}.pub",
+            "OPENPOD_GATEWAY_FAST_PORT": str(gateway.fast_port),
         },
     )
     node: NodeAgentProc | None = None
@@ -237,22 +240,48 @@ def test_ssh_through_the_gateway_reaches_only_your_pods(access: Access, tmp_path
     )  # fmt: skip
     assert via_cli.returncode == 0, via_cli.stderr
     assert via_cli.stdout.strip() == pod["id"]
+    bob_cli = subprocess.run(
+        [sys.executable, "-m", "openpod", "ssh", pod["id"], "-i", str(access.bob_key),
+         "-o", "BatchMode=yes", "-F", "/dev/null", "hostname"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    # Refused by the fast path (its client says so), as the SSH port refuses.
+    assert bob_cli.returncode == 255
+    assert f"openpod: no such pod {pod['id']}" in bob_cli.stderr
 
     block = subprocess.run(
         [sys.executable, "-m", "openpod", "ssh", "config"], capture_output=True, text=True,
         env=env, timeout=60, check=True,
     ).stdout  # fmt: skip
+    assert (
+        "ProxyUseFdpass yes" in block and f"--relay 127.0.0.1:{access.gateway.fast_port}" in block
+    )
+    # As a user has it: the key in an ssh-agent (a ProxyCommand is not told ssh's
+    # IdentityFile), the block in the ssh config.
     config = tmp_path / "ssh_config"
     config.write_text(block + f"\nHost *\n    IdentityFile {access.alice_key}\n    BatchMode yes\n")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, 10, "ssh-agent to listen")
+        user_env = {**env, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(access.alice_key)], env=user_env, check=True)
+        _scp_and_back(tmp_path, pod["id"], config, user_env)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    access.alice.ok("DELETE", f"/pods/{pod['id']}")
+
+
+def _scp_and_back(tmp_path: Path, pod_id: str, config: Path, env: dict[str, str]) -> None:
     (tmp_path / "up.txt").write_text("through the gateway\n")
     scp = subprocess.run(
-        ["scp", "-F", str(config), str(tmp_path / "up.txt"), f"{pod['id']}.openpod:/workspace/"],
-        capture_output=True, text=True, timeout=60,
+        ["scp", "-F", str(config), str(tmp_path / "up.txt"), f"{pod_id}.openpod:/workspace/"],
+        capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert scp.returncode == 0, scp.stderr
     back = subprocess.run(
-        ["ssh", "-F", str(config), f"{pod['id']}.openpod", "cat /workspace/up.txt"],
-        capture_output=True, text=True, timeout=60,
+        ["ssh", "-F", str(config), f"{pod_id}.openpod", "cat /workspace/up.txt"],
+        capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert back.stdout == "through the gateway\n", back.stderr
-    access.alice.ok("DELETE", f"/pods/{pod['id']}")

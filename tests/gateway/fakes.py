@@ -8,9 +8,9 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from openpod.adapters.gateway.directory import Caller, PodTarget, Refused
-from openpod.adapters.gateway.server import SSHGateway
 from openpod.adapters.runtimes.base import PodPhase
 from openpod.adapters.runtimes.local import LocalRuntime
 from openpod.domain.sshkeys import parse_public_key
@@ -56,10 +56,20 @@ def _blob(line: str) -> str:
     return " ".join(line.split()[:2])
 
 
-class GatewayThread:
-    """An SSHGateway served by an event loop in a background thread, stopped on request."""
+class Served(Protocol):
+    async def start(self) -> None: ...
 
-    def __init__(self, gateway: SSHGateway) -> None:
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Served)
+
+
+class GatewayThread(Generic[S]):
+    """An SSHGateway (or its fast path) served by an event loop in a background thread,
+    stopped on request."""
+
+    def __init__(self, gateway: S) -> None:
         self.gateway = gateway
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -67,7 +77,7 @@ class GatewayThread:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> GatewayThread:
+    def start(self) -> GatewayThread[S]:
         self._thread.start()
         assert self._ready.wait(10), "the gateway did not start within 10 s"
         if self._error is not None:

@@ -172,20 +172,25 @@ class EdgeProc(Proc):
 
 
 class GatewayProc(Proc):
-    """`openpod gateway` over the plane's database."""
+    """`openpod gateway` over the plane's database (with its fast path when `fast`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fast: bool = False) -> None:
         self.port = free_port()
+        self.fast_port = free_port() if fast else None
         self.host_key = root / "gateway_host_key"
+        fast_args = ["--fast-port", str(self.fast_port)] if self.fast_port else []
         super().__init__(
             ["gateway", "--data-dir", str(root), "--port", str(self.port),
-             "--host-key", str(self.host_key), "--log-level", "warning"],
+             "--host-key", str(self.host_key), "--log-level", "warning", *fast_args],
             root / "gateway.log",
         )  # fmt: skip
 
     def start(self) -> None:
         super().start()
         wait_until(lambda: port_open(self.port), 30, "the gateway to listen", step=0.05)
+        if self.fast_port is not None:
+            fast = self.fast_port
+            wait_until(lambda: port_open(fast), 30, "the fast path to listen", step=0.05)
 
     def public_key(self) -> str:
         return self.host_key.with_name(self.host_key.name + ".pub").read_text().strip()

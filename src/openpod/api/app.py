@@ -45,6 +45,7 @@ def connect_settings(settings: ServerSettings) -> ConnectSettings:
         gateway_host=settings.gateway_host,
         gateway_port=settings.gateway_port,
         gateway_host_key=host_key,
+        gateway_fast_port=settings.gateway_fast_port,
     )
 
 

@@ -148,6 +148,9 @@ class GatewayInfo(Wire):
     port: int
     user: str
     host_key: str | None
+    fast_port: int | None = Field(
+        default=None, description="the fast path (`openpod ssh proxy`): no second encryption"
+    )
 
 
 class SSHInfo(Wire):
@@ -207,6 +210,7 @@ def ssh_info(pod: Pod, links: connect.ConnectSettings) -> SSHInfo | None:
             port=links.gateway_port,
             user=links.gateway_user,
             host_key=links.gateway_host_key,
+            fast_port=links.gateway_fast_port,
         )
     return SSHInfo(
         command=command,

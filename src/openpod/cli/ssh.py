@@ -62,6 +62,7 @@ class Gateway:
     port: int
     user: str
     host_key: str | None = None
+    fast_port: int | None = None  # the fast path: `openpod ssh proxy` as ProxyCommand
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class SshTarget:
                 port=int(gw["port"]),
                 user=str(gw.get("user") or "openpod"),
                 host_key=str(gw["hostKey"]) if gw.get("hostKey") else None,
+                fast_port=int(gw["fastPort"]) if gw.get("fastPort") else None,
             )
         return cls(
             user=user,
@@ -200,6 +202,11 @@ def build_gateway_argv(
         for i, option in enumerate(options[:-1])
         if option == "-i"
     ]
+    if gateway.fast_port is not None:
+        proxy = fast_path_command(gateway.host, gateway.fast_port, identities)
+        argv = ["ssh", "-o", f"ProxyCommand={proxy}", "-o", "ProxyUseFdpass=yes"]
+        argv += [*pinning, *options]
+        return [*argv, f"{target.user}@{target.pod_id}", *remote]
     jump = " ".join(
         [
             "ssh", "-p", str(gateway.port), *(shlex.quote(p) for p in pinning), *identities,
@@ -208,6 +215,13 @@ def build_gateway_argv(
     )  # fmt: skip
     argv = ["ssh", "-o", f"ProxyCommand={jump}", *pinning, *options]
     return [*argv, f"{target.user}@{target.pod_id}", *remote]
+
+
+def fast_path_command(host: str, port: int, identities: Sequence[str] = ()) -> str:
+    """The ProxyCommand of the gateway's fast path (`%h` is the pod, or POD.openpod)."""
+    relay = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    words = [shlex.quote(sys.executable), "-m", "openpod", "ssh", "proxy", "%h"]
+    return " ".join([*words, "--relay", shlex.quote(relay), *identities])
 
 
 def prepare_ssh(target: SshTarget, extra: Sequence[str] = (), *, direct: bool = False) -> list[str]:
@@ -323,3 +337,24 @@ def connect(
         raise fail("ssh not found: install the OpenSSH client") from None
     except OSError as exc:
         raise fail(f"cannot run ssh: {exc}") from None
+
+
+@app.command("proxy", hidden=True)
+def proxy(
+    pod_id: PodArg,
+    relay: Annotated[str, typer.Option("--relay", help="The gateway's fast path, HOST:PORT.")],
+    identity: Annotated[
+        list[Path] | None,
+        typer.Option("-i", "--identity", help="A key file to sign with (default: the agent's)."),
+    ] = None,
+) -> None:
+    """(ProxyCommand) Open the gateway's fast path to POD and hand it to ssh.
+
+    ssh -o ProxyCommand="openpod ssh proxy %h --relay GW:2223" -o ProxyUseFdpass=yes root@POD
+    """
+    from openpod.cli import ssh_proxy  # `openpod ssh proxy` itself runs it without typer
+
+    args = [pod_id, "--relay", relay]
+    for path in identity or []:
+        args += ["-i", str(path)]
+    raise typer.Exit(ssh_proxy.main(args))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from openpod.cli import config as cfg
 from openpod.cli.client import Json
-from openpod.cli.ssh import KNOWN_HOSTS_FILE, pin_host_key
+from openpod.cli.ssh import KNOWN_HOSTS_FILE, fast_path_command, pin_host_key
 from openpod.domain.ids import POD_HOST_SUFFIX
 
 BEGIN = "# >>> openpod (written by `openpod ssh config`; edits inside are replaced)"
@@ -21,6 +21,11 @@ POD_SUFFIX = POD_HOST_SUFFIX
 
 def host_block(gateway: Json, known_hosts: Path) -> str:
     known = str(known_hosts).replace(" ", "\\\\ ")
+    if gateway.get("fastPort"):  # the fast path: no second encryption on the way
+        proxy = fast_path_command(str(gateway["host"]), int(gateway["fastPort"]))
+        route = [f"    ProxyCommand {proxy}", "    ProxyUseFdpass yes"]
+    else:
+        route = ["    ProxyJump openpod-gateway"]
     return "\n".join(
         [
             BEGIN,
@@ -31,7 +36,7 @@ def host_block(gateway: Json, known_hosts: Path) -> str:
             f"    UserKnownHostsFile {known}",
             "    StrictHostKeyChecking yes",
             f"Host *{POD_SUFFIX}",
-            "    ProxyJump openpod-gateway",
+            *route,
             "    User root",
             f"    UserKnownHostsFile {known}",
             "    StrictHostKeyChecking accept-new",

@@ -141,9 +141,16 @@ def gateway(
     host_key: Annotated[
         Path | None, typer.Option(help="Host key file (made if missing; default in data dir).")
     ] = None,
+    fast_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the fast path here (`openpod ssh` uses it; no second encryption)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the SSH gateway: `ssh -J openpod@HOST:PORT root@POD` reaches any pod you own."""
+    from openpod.adapters.gateway.fastpath import FastPath
     from openpod.adapters.gateway.server import SSHGateway
     from openpod.adapters.store import Database, migrate
     from openpod.services.gateway_directory import StoreDirectory
@@ -156,14 +163,20 @@ def gateway(
     key_path = host_key or settings.data_dir / "gateway_host_key"
 
     async def serve() -> None:
-        server = SSHGateway(StoreDirectory(db), key_path, host=host, port=port)
+        directory = StoreDirectory(db)
+        server = SSHGateway(directory, key_path, host=host, port=port)
+        fast = FastPath(directory, host=host, port=fast_port) if fast_port is not None else None
         await server.start()
+        if fast is not None:
+            await fast.start()
         public = key_path.with_name(key_path.name + ".pub")
         public.write_text(server.host_public_key + "\n")
         logging.getLogger("openpod.gateway").info("SSH gateway on %s:%d", host, server.port)
         try:
             await asyncio.Event().wait()
         finally:
+            if fast is not None:
+                await fast.stop()
             await server.stop()
 
     try:

@@ -46,6 +46,7 @@ DEMO_CAP = 1_000 * 10**18  # how much more the operator may charge it (its spend
 MAX_UINT256 = 2**256 - 1
 EDGE_PORT = 8480  # http://{pod}-{port}.proxy.localhost:8480/
 GATEWAY_PORT = 2222  # ssh -J openpod@127.0.0.1:2222 root@POD
+GATEWAY_FAST_PORT = 2223  # the gateway's fast path, which `openpod ssh` takes
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -286,6 +287,7 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         "OPENPOD_PROXY_PORT": str(EDGE_PORT),
         "OPENPOD_GATEWAY_HOST": "127.0.0.1",
         "OPENPOD_GATEWAY_PORT": str(GATEWAY_PORT),
+        "OPENPOD_GATEWAY_FAST_PORT": str(GATEWAY_FAST_PORT),
         "OPENPOD_GATEWAY_HOST_KEY_FILE": f"{host_key}.pub",
         # The demo account (and any signed up here) starts with 1,000 tokens to spend.
         "OPENPOD_SIGNUP_CREDIT": env.get("OPENPOD_SIGNUP_CREDIT", str(1000 * 10**18)),
@@ -296,7 +298,7 @@ def run_devstack(data_dir: Path, port: int, gpus: str) -> int:
         )
         procs["gateway"] = _spawn(
             ["gateway", "--data-dir", str(data_dir), "--port", str(GATEWAY_PORT),
-             "--host-key", str(host_key)],
+             "--fast-port", str(GATEWAY_FAST_PORT), "--host-key", str(host_key)],
             logs["gateway"],
             env,
         )  # fmt: skip
@@ -372,7 +374,8 @@ def _quickstart(
     )
     return f"""
 openpod is up: control plane {api} (OpenAPI: {api}/docs), one local node,
-  pod URLs at http://POD-PORT.proxy.localhost:{EDGE_PORT}/, SSH gateway on 127.0.0.1:{GATEWAY_PORT}.
+  pod URLs at http://POD-PORT.proxy.localhost:{EDGE_PORT}/, SSH gateway on 127.0.0.1:{GATEWAY_PORT}
+  (its fast path, which `openpod ssh` takes, on {GATEWAY_FAST_PORT}).
   demo API key (the CLI is already configured with it): {api_key}
   logs and state: {data_dir}
 

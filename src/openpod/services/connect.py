@@ -28,6 +28,7 @@ class ConnectSettings:
     gateway_port: int = 2222
     gateway_user: str = "openpod"
     gateway_host_key: str | None = None  # `ssh-ed25519 AAAA...`, for clients to pin
+    gateway_fast_port: int | None = None  # the gateway's fast path (`openpod ssh` uses it)
 
 
 def http_ports(pod: Pod) -> list[int]:

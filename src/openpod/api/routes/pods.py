@@ -117,6 +117,7 @@ async def ssh_gateway(state: State, key: Key) -> schemas.GatewayInfo:
         port=links.gateway_port,
         user=links.gateway_user,
         host_key=links.gateway_host_key,
+        fast_port=links.gateway_fast_port,
     )
 
 
