@@ -75,12 +75,7 @@ class NodeHub:
 
     async def run_db(self, fn: Callable[[Session], T], *, readonly: bool = False) -> T:
         """Run `fn` in one transaction on a worker thread (the store is synchronous)."""
-
-        def work() -> T:
-            with self.db.transaction(readonly=readonly) as session:
-                return fn(session)
-
-        return await asyncio.to_thread(work)
+        return await self.db.run(fn, readonly=readonly)
 
     # --- connections -------------------------------------------------------------------------
 

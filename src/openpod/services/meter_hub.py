@@ -78,11 +78,7 @@ class MeterHub:
         self._writer: asyncio.Task[None] | None = None
 
     async def run_db(self, fn: Callable[[Session], T], *, readonly: bool = False) -> T:
-        def work() -> T:
-            with self.db.transaction(readonly=readonly) as session:
-                return fn(session)
-
-        return await asyncio.to_thread(work)
+        return await self.db.run(fn, readonly=readonly)
 
     def start(self) -> None:
         self._queue = asyncio.Queue()

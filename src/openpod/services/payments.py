@@ -126,11 +126,7 @@ class PaymentGateway:
         self._now = now
 
     async def _db(self, work: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.db.transaction() as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)
+        return await self.db.run(work)
 
     # ---- the round -----------------------------------------------------------------
 

@@ -154,11 +154,7 @@ class HotWalletWatch:
         self._seen_nonce = f"watch-nonce:{config.chain_id}:{self._me}"
 
     async def _db(self, work: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.db.transaction() as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)
+        return await self.db.run(work)
 
     def _send(self, alert: Alert, report: StepReport) -> None:
         report.alerts.append(alert)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -102,6 +104,16 @@ class Database:
             raise StoreError(f"database error: {str(error.orig).splitlines()[0]}") from error
         finally:
             session.close()
+
+    async def run(self, fn: Callable[[Session], T], *, readonly: bool = False) -> T:
+        """`fn` in one transaction on a worker thread: the store is synchronous, its async
+        callers (the hubs, the payment gateway, the wallet watch) must not block the loop."""
+
+        def work() -> T:
+            with self.transaction(readonly=readonly) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(work)
 
     def dispose(self) -> None:
         self.engine.dispose()
