@@ -230,3 +230,18 @@ async def test_a_blind_watch_warns_once_and_says_when_it_sees_again(
             stop.set()
             await running
             await outage.down()
+
+
+async def test_an_incident_pauses_the_contract_even_with_the_breaker_open_already(
+    db: Database, rpc: Rpc, chain: GatewayChain, token: SoftHsmToken
+) -> None:
+    hot = await hot_wallet(db, rpc, chain, token)
+    await hot.watch.step()
+    assert hot.breaker.open("operator: a planned migration", "cli:ops")
+    await send_and_wait(rpc, hot.key, Account.create().address, b"", value=1)
+    report = await hot.watch.step()
+    assert len(report.findings) == 3  # not ours, value off the allowlist, the nonce moved
+    assert hot.watch.pausing is not None
+    await hot.watch.pausing
+    assert await hot.payments.read_one("paused") is True
+    assert hot.breaker.state().reason == "operator: a planned migration"  # the first reason

@@ -288,13 +288,16 @@ class HotWalletWatch:
     async def _incident(self, report: StepReport) -> None:
         self.metrics.incidents += 1
         reason = report.findings[0]
-        opened = await asyncio.to_thread(self.breaker.open, f"watch: {reason}", "watch")
+        await asyncio.to_thread(self.breaker.open, f"watch: {reason}", "watch")
         self.metrics.breaker_open = True
         text = "\n".join(f"- {finding}" for finding in report.findings)
         text += "\nThe circuit breaker is open: the gateway signs nothing until an operator "
         text += "runs `openpod wallet breaker close --reason ...` after review."
-        if self.guardian is not None and opened:
-            text += f"\nThe guardian {self.guardian.address} is pausing the payments contract."
+        # Every incident has the contract paused, even with the breaker open already (by an
+        # operator, say): `_pause` does nothing when it is paused.
+        if self.guardian is not None and (self.pausing is None or self.pausing.done()):
+            text += f"\nThe guardian {self.guardian.address} pauses the payments contract (unless "
+            text += "it is paused already)."
             self.pausing = asyncio.create_task(self._pause())
         self._send(
             Alert(
