@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 
 from openpod.cli import ssh_keys
-from tests.support.net import wait_until
+from tests.support.ssh import ssh_agent
 
 KINDS = [
     ("ed25519", []),
@@ -60,13 +60,8 @@ def test_unusable_files_are_skipped(tmp_path: Path) -> None:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Path]:
     sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        wait_until(sock.exists, 10, "ssh-agent to listen")
+    with ssh_agent(sock):
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_the_agents_keys_sign_what_the_gateway_verifies(

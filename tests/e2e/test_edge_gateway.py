@@ -30,6 +30,7 @@ from tests.support.platform import (
     signup,
     wait_node_online,
 )
+from tests.support.ssh import ssh_agent
 
 # A workload that answers every request with what it received, as JSON.
 ECHO = r"""
@@ -260,16 +261,9 @@ def test_ssh_through_the_gateway_reaches_only_your_pods(access: Access, tmp_path
     # IdentityFile), the block in the ssh config.
     config = tmp_path / "ssh_config"
     config.write_text(block + f"\nHost *\n    IdentityFile {access.alice_key}\n    BatchMode yes\n")
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        wait_until(sock.exists, 10, "ssh-agent to listen")
-        user_env = {**env, "SSH_AUTH_SOCK": str(sock)}
-        subprocess.run(["ssh-add", "-q", str(access.alice_key)], env=user_env, check=True)
+    with ssh_agent(tmp_path / "agent.sock", access.alice_key) as agent_env:
+        user_env = {**env, "SSH_AUTH_SOCK": agent_env["SSH_AUTH_SOCK"]}
         _scp_and_back(tmp_path, pod["id"], config, user_env)
-    finally:
-        agent.terminate()
-        agent.wait(10)
     access.alice.ok("DELETE", f"/pods/{pod['id']}")
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from tests.support.net import wait_until
 
 
 def ssh(
@@ -30,3 +36,29 @@ def ssh(
         command,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+@contextlib.contextmanager
+def ssh_agent(sock: Path, *keys: Path) -> Iterator[dict[str, str]]:
+    """A real ssh-agent on `sock` holding `keys`: the environment to reach it. It is stopped
+    by its PID. Ready means it accepts a connection (the socket file appears before that)."""
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+
+    def accepting() -> bool:
+        assert agent.poll() is None, "ssh-agent exited"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(sock))
+            except OSError:
+                return False
+            return True
+
+    try:
+        wait_until(accepting, 10, "ssh-agent to accept connections")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        for key in keys:
+            subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True)
+        yield env
+    finally:
+        agent.terminate()
+        agent.wait(10)
