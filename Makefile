@@ -46,6 +46,7 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.payments_gas
 	$(BIN)/python -m bench.payments
 	$(BIN)/python -m bench.hot_wallet
+	$(BIN)/python -m bench.cp
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

@@ -1,0 +1,175 @@
+"""Benchmark: `openpod cp` against OpenSSH `scp -c aes128-gcm@openssh.com` on the same file.
+
+Run `python -m bench.cp` as root (a local pod; about 2 minutes); it replaces its own section
+of bench/RESULTS.md. One pod on the local runtime (its own sshd), the gateway's fast path
+(`FastPath`, in this process on a loop of its own), everything on 127.0.0.1. A 1 GiB file of
+random bytes is copied up into the pod, 3 runs of each way, interleaved:
+
+- `scp -c aes128-gcm@openssh.com` straight to the pod's sshd: the reference;
+- the same scp through the fast path (`openpod ssh proxy` as ProxyCommand);
+- `openpod cp`'s transfer (cli/transfer.upload: asyncssh SFTP, 64 requests of 255 KiB in
+  flight, AES-GCM) through the fast path, with the SHA-256 of the source it reports (not
+  `--verify`); the API lookup `openpod cp` makes first is left out (no control plane here).
+Then the file is copied back down by `openpod cp` and by scp, once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from bench.gateway import FILE_SIZE, POD, random_file, run, wait_ready
+from bench.results import write_section
+from openpod.adapters.gateway.fastpath import FastPath
+from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PortRequest
+from openpod.adapters.runtimes.local import LocalRuntime
+from openpod.cli import transfer
+from openpod.cli.ssh_proxy import open_relay
+from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
+
+HEADING = "## openpod cp vs scp (aes128-gcm), 1 GiB into a pod"
+RUNS = 3
+CIPHER = "aes128-gcm@openssh.com"
+SCP = "scp -c aes128-gcm, straight to the pod's sshd"
+SCP_FAST = "scp -c aes128-gcm, through the fast path"
+CP = "openpod cp (asyncssh SFTP), through the fast path"
+
+
+async def openpod_cp(port: int, key: Path, pod: PodObservation, local: Path, up: bool) -> None:
+    sock = await asyncio.to_thread(open_relay, "127.0.0.1", port, POD, [key])
+    options = asyncssh.SSHClientConnectionOptions(
+        username=pod.ssh_user,
+        known_hosts=([asyncssh.import_public_key(str(pod.ssh_host_key))], [], []),
+        encryption_algs=[CIPHER],
+        compression_algs=["none"],
+        client_keys=[str(key)],
+    )
+    conn = await asyncssh.connect(sock=sock, options=options)
+    try:
+        if up:
+            await transfer.upload(conn, local, "upload.bin", lambda _n: None)
+        else:
+            await transfer.download(conn, "upload.bin", local, lambda _n: None)
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+def measure(
+    root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path
+) -> dict[str, list[float]]:
+    directory = FakeDirectory(runtime=runtime)
+    directory.add_account("acc_bench", key.with_suffix(".pub").read_text())
+    directory.owners[POD] = "acc_bench"
+    thread = GatewayThread(FastPath(directory, port=0))
+    known = root / "known_hosts"
+    pod_port = pod.port_mappings[22]
+    known.write_text(f"[127.0.0.1]:{pod_port} {pod.ssh_host_key}\n{POD} {pod.ssh_host_key}\n")
+    common = ["scp", "-q", "-F", "/dev/null", "-i", str(key), "-c", CIPHER, "-o", "BatchMode=yes",
+              "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]  # fmt: skip
+    mbps: dict[str, list[float]] = {}
+    try:
+        port = thread.start().gateway.port
+        proxy = f"{sys.executable} -m openpod ssh proxy %h --relay 127.0.0.1:{port} -i {key}"
+        fast = [*common, "-o", f"ProxyCommand={proxy}", "-o", "ProxyUseFdpass=yes"]
+        upload = root / "upload.bin"
+        random_file(upload)
+        landed = runtime.root_dir / "pods" / POD / "workspace" / "upload.bin"
+        ways: dict[str, Callable[[], float]] = {
+            SCP: lambda: run([*common, "-P", str(pod_port), str(upload),
+                              f"{pod.ssh_user}@127.0.0.1:upload.bin"]),
+            SCP_FAST: lambda: run([*fast, str(upload), f"{pod.ssh_user}@{POD}:upload.bin"]),
+            CP: lambda: _timed(openpod_cp(port, key, pod, upload, True)),
+        }  # fmt: skip
+        for _ in range(RUNS):
+            for name, way in ways.items():
+                landed.unlink(missing_ok=True)
+                seconds = way()
+                if landed.stat().st_size != FILE_SIZE:
+                    raise RuntimeError(f"{name} left {landed.stat().st_size} bytes")
+                mbps.setdefault(name, []).append(FILE_SIZE / 1e6 / seconds)
+                print(f"  {name}: {mbps[name][-1]:.0f} MB/s", flush=True)
+        back = root / "back.bin"
+        seconds = _timed(openpod_cp(port, key, pod, back, False))
+        mbps["openpod cp down"] = [FILE_SIZE / 1e6 / seconds]
+        back.unlink()
+        seconds = run([*common, "-P", str(pod_port), f"{pod.ssh_user}@127.0.0.1:upload.bin",
+                       str(back)])  # fmt: skip
+        mbps["scp down, straight"] = [FILE_SIZE / 1e6 / seconds]
+        return mbps
+    finally:
+        thread.stop()
+
+
+def _timed(work: Coroutine[Any, Any, None]) -> float:
+    started = time.perf_counter()
+    asyncio.run(work)
+    return time.perf_counter() - started
+
+
+def report(mbps: dict[str, list[float]]) -> str:
+    med = {name: statistics.median(runs) for name, runs in mbps.items()}
+    rows = [
+        f"| {name} | {med[name]:.0f} | {', '.join(f'{v:.0f}' for v in runs)} | "
+        f"{med[name] / med[SCP]:.2f}x |"
+        for name, runs in mbps.items()
+        if "down" not in name
+    ]
+    version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.split(",")[0]
+    return "\n".join(
+        [
+            f"{HEADING} ({time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+            f"{version.strip()}, asyncssh {asyncssh.__version__})",
+            "",
+            "`python -m bench.cp`. One pod on the local runtime (its own sshd); the gateway's "
+            "fast path in the benchmark's process; 127.0.0.1. A 1 GiB file of random bytes up "
+            f"into the pod, {RUNS} runs of each way, interleaved; `openpod cp` is its transfer "
+            "(asyncssh SFTP, 64 requests of 255 KiB in flight, AES-GCM) without the API lookup "
+            "the command makes first. One copy back down each.",
+            "",
+            "| way | median MB/s | runs | vs scp straight |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            f"openpod cp / scp: **{med[CP] / med[SCP]:.2f}x** (target ≥ 0.9x); through the same "
+            f"fast path: {med[CP] / med[SCP_FAST]:.2f}x. Down (one run each): openpod cp "
+            f"{med['openpod cp down']:.0f} MB/s, scp straight {med['scp down, straight']:.0f} MB/s.",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("bench.cp runs a real local pod: run it as root")
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="openpod-bench-cp-"))
+    runtime = LocalRuntime(root / "node")
+    try:
+        key = make_key(root / "id_ed25519")
+        public = key.with_suffix(".pub").read_text().strip()
+        runtime.start(PodLaunch(POD, 1, "local", (), {}, (PortRequest(22, "tcp"),), (), (public,)))
+        mbps = measure(root, runtime, wait_ready(runtime, POD), key)
+    finally:
+        runtime.remove(POD, 1.0)
+        shutil.rmtree(root, ignore_errors=True)
+    text = report(mbps)
+    print(text)
+    write_section(HEADING, text)
+    print(f"({time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

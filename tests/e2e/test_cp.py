@@ -1,0 +1,165 @@
+"""`openpod cp` end to end: the real CLI against the real control plane, node, pod sshd and
+gateway (its fast path on, as `make up` runs it): 1 GiB to a pod and back with equal hashes,
+a copy killed half way resumed by running it again, directories both ways, a second run that
+finds everything there, and failures that exit non-zero with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_edge_gateway import Access
+from tests.e2e.test_edge_gateway import access as access  # the platform of that module
+from tests.support.net import wait_until
+
+MIB = 1 << 20
+
+
+def write_random(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 64 * MIB))
+            out.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(8 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pod(access: Access) -> Iterator[dict[str, Any]]:
+    body = {"name": "files", "imageName": "local", "gpuTypeId": "NVIDIA GeForce RTX 4090",
+            "ports": "22/tcp"}  # fmt: skip
+    created = access.alice.wait(access.alice.ok("POST", "/pods", json=body)["id"])
+    wait_until(
+        lambda: 22 in access.alice.ok("GET", f"/pods/{created['id']}")["readyPorts"], 30, "sshd"
+    )
+    yield access.alice.ok("GET", f"/pods/{created['id']}")
+    access.alice.ok("DELETE", f"/pods/{created['id']}")
+
+
+def workspace(access: Access, pod_id: str) -> Path:
+    return access.root / "node" / "pods" / pod_id / "workspace"
+
+
+def cp_argv(access: Access, *args: str) -> tuple[list[str], dict[str, str]]:
+    env = {**os.environ, "OPENPOD_API_URL": access.plane.url,
+           "OPENPOD_API_KEY": str(access.alice.http.headers["Authorization"]).removeprefix("Bearer "),
+           "OPENPOD_CONFIG_DIR": str(access.root / "cli-config")}  # fmt: skip
+    env.pop("SSH_AUTH_SOCK", None)
+    argv = [sys.executable, "-m", "openpod", "cp", "-i", str(access.alice_key), *args]
+    return argv, env
+
+
+def cp(access: Access, *args: str) -> subprocess.CompletedProcess[str]:
+    argv, env = cp_argv(access, *args)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_a_gibibyte_to_the_pod_and_back(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    digest = write_random(big, 1024 * MIB)
+    up = summary(cp(access, str(big), f"{pod['id']}:big.bin", "--json"))
+    assert (up["files"], up["bytes"], up["bytesSent"]) == (1, 1024 * MIB, 1024 * MIB)
+    assert up["sha256"] == {"big.bin": digest}
+    assert sha256(workspace(access, pod["id"]) / "big.bin") == digest
+    back = tmp_path / "back.bin"
+    down = summary(cp(access, f"{pod['id']}:big.bin", str(back), "--json"))
+    assert down["bytesSent"] == 1024 * MIB
+    assert sha256(back) == digest
+    again = summary(cp(access, str(big), f"{pod['id']}:big.bin", "--json"))
+    assert (again["skipped"], again["bytesSent"]) == (["big.bin"], 0)  # verified, not sent
+
+
+def test_a_killed_copy_resumes_where_it_stopped(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    source = tmp_path / "resume.bin"
+    size = 256 * MIB
+    digest = write_random(source, size)
+    landed = workspace(access, pod["id"]) / "resume.bin"
+    argv, env = cp_argv(access, str(source), f"{pod['id']}:resume.bin", "--json")
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: landed.exists() and landed.stat().st_size >= 32 * MIB, 60, "32 MiB")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    partial = landed.stat().st_size
+    assert 0 < partial < size
+    resumed = summary(cp(access, str(source), f"{pod['id']}:resume.bin", "--json"))
+    assert resumed["resumed"] == ["resume.bin"]
+    assert size - resumed["bytesSent"] >= partial - 64 * 255 * 1024  # holes of the last blocks
+    assert sha256(landed) == digest
+
+
+def test_a_corrupt_partial_file_is_sent_again(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    source = tmp_path / "c.bin"
+    digest = write_random(source, 8 * MIB)
+    (workspace(access, pod["id"]) / "c.bin").write_bytes(b"not the same bytes")
+    done = summary(cp(access, str(source), f"{pod['id']}:c.bin", "--json"))
+    assert (done["resumed"], done["bytesSent"]) == ([], 8 * MIB)
+    assert sha256(workspace(access, pod["id"]) / "c.bin") == digest
+
+
+def test_directories_both_ways(access: Access, pod: dict[str, Any], tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    files = {"a.txt": 10, "sub/b.bin": 3 * MIB + 1, "sub/deeper/c.bin": 0, "sub/d.bin": 70_000}
+    digests = {name: write_random(tree / name, size) for name, size in files.items()}
+    up = summary(cp(access, str(tree), f"{pod['id']}:tree", "--json", "--verify"))
+    assert (up["files"], up["verified"]) == (4, True)  # every file hashed in the pod too
+    for name, digest in digests.items():
+        assert sha256(workspace(access, pod["id"]) / "tree" / name) == digest
+    back = tmp_path / "back"
+    down = summary(cp(access, f"{pod['id']}:tree", str(back), "--json"))
+    assert down["files"] == 4
+    for name, digest in digests.items():
+        assert sha256(back / name) == digest
+    again = summary(cp(access, f"{pod['id']}:tree", str(back), "--json"))
+    assert len(again["skipped"]) == 4 and again["bytesSent"] == 0
+
+
+def test_failures_exit_non_zero_with_the_reason(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    # One file with --verify: hashed in the pod after the copy.
+    source = tmp_path / "v.bin"
+    write_random(source, MIB)
+    assert summary(cp(access, str(source), f"{pod['id']}:v.bin", "--json", "--verify"))["verified"]
+    missing = cp(access, f"{pod['id']}:no-such-file", str(tmp_path / "x"))
+    assert missing.returncode == 1
+    assert "no such file in the pod: no-such-file" in missing.stderr
+    both_local = cp(access, str(tmp_path / "a"), str(tmp_path / "b"))
+    assert both_local.returncode == 2
+    assert "one of SRC and DST must be POD:PATH" in both_local.stderr
+    nopod = cp(access, str(tmp_path), "nosuchpod1:x")
+    assert (nopod.returncode, nopod.stderr) == (3, "error: no such pod 'nosuchpod1'\n")
