@@ -34,6 +34,8 @@ from openpod.cli.ssh_proxy import ProxyError, open_relay
 from openpod.cli.transfer import Report, TransferError, download, upload
 
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+WINDOW = 16 * 1024 * 1024
+MAX_PACKET = 256 * 1024
 REMOTE = re.compile(r"^(?P<pod>[a-z0-9][a-z0-9-]{2,63}):(?P<path>.*)$")
 
 
@@ -60,6 +62,10 @@ async def connect(
         encryption_algs=list(CIPHERS),
         compression_algs=["none"],
         client_keys=keys,
+        # What the pod may have in flight to us: asyncssh's defaults (2 MiB, 32 KiB packets)
+        # held downloads to ~47 MB/s here; these let them run at ~200.
+        window=WINDOW,
+        max_pktsize=MAX_PACKET,
     )
     gateway = None if direct else target.gateway
     if gateway is not None and gateway.fast_port is not None:
