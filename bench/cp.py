@@ -36,7 +36,6 @@ from openpod.adapters.gateway.fastpath import FastPath
 from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
 from openpod.cli import transfer
-from openpod.cli.cp import MAX_PACKET, WINDOW
 from openpod.cli.ssh_proxy import open_relay
 from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
 
@@ -56,8 +55,8 @@ async def openpod_cp(port: int, key: Path, pod: PodObservation, local: Path, up:
         encryption_algs=[CIPHER],
         compression_algs=["none"],
         client_keys=[str(key)],
-        window=WINDOW,
-        max_pktsize=MAX_PACKET,
+        window=transfer.WINDOW,
+        max_pktsize=transfer.MAX_PACKET,
     )
     conn = await asyncssh.connect(sock=sock, options=options)
     try:

@@ -78,7 +78,7 @@ def open_session(token: SoftHsmToken, *, rw: bool = False) -> Any:
 _SIGN = """
 import json, sys
 from pathlib import Path
-from openpod.adapters.signers import HsmConfig, HsmSigner
+from openpod.adapters.signers.pkcs11 import HsmConfig, HsmSigner
 args = json.loads(sys.stdin.read())
 tx = args["tx"]
 tx["data"] = bytes.fromhex(tx["data"])

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from openpod.adapters.alerts import LogSink, SmtpSink, WebhookSink
 from openpod.adapters.chain import Rpc
-from openpod.adapters.signers import HsmConfig, HsmSigner, KeystoreSigner, SignerError
+from openpod.adapters.signers import KeystoreSigner, SignerError
+from openpod.adapters.signers.pkcs11 import HsmConfig, HsmSigner
 from openpod.adapters.store import Database
 from openpod.services.alerts import Alerts, AlertSink
 from openpod.services.chain_txs import Signer

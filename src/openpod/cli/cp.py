@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import asyncssh
 import typer
 
 from openpod.cli.client import make_client
@@ -30,12 +29,7 @@ from openpod.cli.output import (
     ssh_unavailable_reason,
 )
 from openpod.cli.ssh import SshTarget
-from openpod.cli.ssh_proxy import ProxyError, open_relay
-from openpod.cli.transfer import Report, TransferError, download, upload
 
-CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-WINDOW = 16 * 1024 * 1024
-MAX_PACKET = 256 * 1024
 REMOTE = re.compile(r"^(?P<pod>[a-z0-9][a-z0-9-]{2,63}):(?P<path>.*)$")
 
 
@@ -50,44 +44,6 @@ def parse(src: str, dst: str) -> tuple[str, str, str, bool]:
     return match["pod"], path, src if target else dst, target is not None
 
 
-async def connect(
-    target: SshTarget, identities: list[Path], *, direct: bool
-) -> asyncssh.SSHClientConnection:
-    if not target.host_key:
-        raise TransferError("the API does not know the pod's host key yet: try again in a moment")
-    keys = [str(path) for path in identities] or ()
-    options = asyncssh.SSHClientConnectionOptions(
-        username=target.user,
-        known_hosts=([asyncssh.import_public_key(target.host_key)], [], []),
-        encryption_algs=list(CIPHERS),
-        compression_algs=["none"],
-        client_keys=keys,
-        # What the pod may have in flight to us: asyncssh's defaults (2 MiB, 32 KiB packets)
-        # held downloads to ~47 MB/s here; these let them run at ~200.
-        window=WINDOW,
-        max_pktsize=MAX_PACKET,
-    )
-    gateway = None if direct else target.gateway
-    if gateway is not None and gateway.fast_port is not None:
-        assert target.pod_id is not None
-        sock = await asyncio.to_thread(
-            open_relay, gateway.host, gateway.fast_port, target.pod_id, identities
-        )
-        return await asyncssh.connect(sock=sock, options=options)
-    if gateway is not None and target.pod_id is not None:
-        trusted = [asyncssh.import_public_key(gateway.host_key)] if gateway.host_key else []
-        hop = await asyncssh.connect(
-            gateway.host,
-            gateway.port,
-            username=gateway.user,
-            known_hosts=(trusted, [], []) if trusted else None,
-            encryption_algs=list(CIPHERS),
-            client_keys=keys,
-        )
-        return await asyncssh.connect(target.pod_id, 22, tunnel=hop, options=options)
-    return await asyncssh.connect(target.host, target.port, options=options)
-
-
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Callable[[int], None]]:
     """Bytes moved, with rate and ETA, on stderr (a terminal only)."""
@@ -100,20 +56,6 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("copying", total=None)
         yield lambda moved: bar.advance(task, moved)
-
-
-async def _copy(
-    target: SshTarget, remote: str, local: Path, up: bool, identities: list[Path], direct: bool,
-    progress: Callable[[int], None], verify: bool,
-) -> Report:  # fmt: skip
-    conn = await connect(target, identities, direct=direct)
-    try:
-        if up:
-            return await upload(conn, local, remote, progress, verify=verify)
-        return await download(conn, remote, local, progress, verify=verify)
-    finally:
-        conn.close()
-        await conn.wait_closed()
 
 
 @handle_api_errors
@@ -141,13 +83,21 @@ def cp(
     target = SshTarget.from_pod(pod)
     if target is None:
         raise fail(ssh_unavailable_reason(pod))
+    # asyncssh takes ~0.25 s to import: only this command pays for it, not every `openpod`.
+    import asyncssh
+
+    from openpod.cli import transfer
+    from openpod.cli.ssh_proxy import ProxyError
+
     started = time.monotonic()
     try:
         with progress_bar(not as_json and sys.stderr.isatty()) as progress:
             report = asyncio.run(
-                _copy(target, remote, Path(local), up, identity or [], direct, progress, verify)
+                transfer.copy(
+                    target, remote, Path(local), up, identity or [], direct, progress, verify
+                )
             )
-    except (TransferError, ProxyError, asyncssh.Error, OSError) as error:
+    except (transfer.TransferError, ProxyError, asyncssh.Error, OSError) as error:
         raise fail(f"copy failed: {error}") from None
     seconds = time.monotonic() - started
     summary = {

@@ -142,7 +142,8 @@ def hot_wallet(settings: ServerSettings) -> Wallet:
 def hsm_hot_wallet(settings: ServerSettings) -> tuple[str, str]:
     """The address of the hot wallet's key in the HSM and where it is (the token is opened
     with the configured PIN; nothing is signed)."""
-    from openpod.adapters.signers import HsmSigner, SignerError
+    from openpod.adapters.signers import SignerError
+    from openpod.adapters.signers.pkcs11 import HsmSigner
     from openpod.api.hot_wallet import HotWalletSetupError, hsm_config
 
     try:

@@ -179,7 +179,8 @@ def init_command(
     def work() -> None:
         settings = _settings(data_dir, None, module, token_label, key_label, pin_file)
         if hsm:
-            from openpod.adapters.signers import HsmSigner, SignerError
+            from openpod.adapters.signers import SignerError
+            from openpod.adapters.signers.pkcs11 import HsmSigner
             from openpod.api.hot_wallet import HotWalletSetupError, hsm_config
 
             try:

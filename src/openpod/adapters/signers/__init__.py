@@ -5,9 +5,11 @@ signed bytes; it never sends anything. `HsmSigner` signs with a key generated in
 token that never leaves it: the hot wallet's production signer. `KeystoreSigner` keeps the
 key in an encrypted JSON keystore (Web3 Secret Storage, scrypt): for development and for
 users' own wallets.
+
+The HSM signer is imported from `openpod.adapters.signers.pkcs11` by who needs it: the user
+CLI reaches keystores through this package, and should not load a PKCS#11 binding to start.
 """
 
 from openpod.adapters.signers.keystore import KeystoreSigner, SignerError
-from openpod.adapters.signers.pkcs11 import HsmConfig, HsmSigner
 
-__all__ = ["HsmConfig", "HsmSigner", "KeystoreSigner", "SignerError"]
+__all__ = ["KeystoreSigner", "SignerError"]
