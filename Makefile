@@ -69,7 +69,7 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 
 # Debian packages the platform and its tests run for real (sshd in pods, bubblewrap to isolate
 # them, PostgreSQL for the store tests, busybox and dash to run the boot script in several
-# shells, SoftHSM2 for the hot wallet's key). Installed only when
+# shells, SoftHSM2 for the hot wallet's key, Chromium for the /transfer page's tests). Installed only when
 # absent; needs root (as on the dev and CI machines).
 system-deps:
 	@missing=""; \
@@ -82,6 +82,7 @@ system-deps:
 	command -v dash >/dev/null 2>&1 || missing="$$missing dash"; \
 	command -v softhsm2-util >/dev/null 2>&1 || missing="$$missing softhsm2"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

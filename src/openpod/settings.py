@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,14 @@ class ChainConfig:
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
+
+
+class IceServer(BaseModel):
+    """A STUN/TURN server for WebRTC transfers (the browser's RTCIceServer)."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
 
 
 def default_data_dir() -> Path:
@@ -127,6 +135,17 @@ class ServerSettings(BaseSettings):
     alert_dedupe_seconds: float = 300.0
     alert_rate_per_minute: int = 20
     siwe_domain: str | None = None  # Sign-In with Ethereum domain(s); default: host:port
+    # `openpod send`/`receive` (docs/transfer.md): signaling rooms and the relay
+    transfer_signal_max_message: int = 65536  # bytes in one signaling frame
+    transfer_signal_rate: float = 20.0  # signaling messages a second per connection (bursts: 2x)
+    transfer_room_lifetime: float = 1800.0  # seconds a room lives from its allocation
+    transfer_rooms_per_client: int = 16  # rooms one client address holds at once
+    transfer_max_rooms: int = 10000  # rooms at once, in all
+    transfer_relay_max_frame: int = 1048576 + 1024  # bytes in one relay frame (a record)
+    transfer_relay_max_bytes: int = 107374182400  # bytes one room's relay carries (100 GiB)
+    transfer_relay_lifetime: float = 21600.0  # seconds a relay lives
+    transfer_max_relays: int = 64  # relays at once
+    transfer_ice_servers: list[IceServer] = []  # STUN/TURN for WebRTC; JSON in the environment
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'openpod.db'}"

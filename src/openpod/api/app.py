@@ -17,7 +17,7 @@ from openpod.adapters.store import Database, StoreError, migrate
 from openpod.api import errors
 from openpod.api.deps import AppState
 from openpod.api.hot_wallet import alerts_from, hot_wallet
-from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods
+from openpod.api.routes import accounts, billing, gpus, leases, nodes, pods, transfer
 from openpod.api.routes.chain import router as chain_router
 from openpod.api.routes.wallets import router as wallet_router
 from openpod.services import billing_round, funds, providers
@@ -138,6 +138,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.openpod = state
         meters.start()
         tasks = [asyncio.create_task(_settle_every_period(state))]
+        tasks.append(asyncio.create_task(transfer.site_of(app).rooms.run_expiry()))
         alerts = alerts_from(settings)
         wallet = hot_wallet(settings, db, alerts)
         if wallet is not None:
@@ -176,7 +177,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (accounts, billing, gpus, leases, nodes, pods):
+    app.state.transfer = transfer.TransferSite.from_settings(settings)  # rooms, relays
+    for module in (accounts, billing, gpus, leases, nodes, pods, transfer):
         app.include_router(module.router)
     app.include_router(wallet_router)
     app.include_router(chain_router)

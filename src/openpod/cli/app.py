@@ -12,7 +12,7 @@ import typer
 
 from openpod import __version__
 from openpod.cli import config as cfg
-from openpod.cli import cp, gpus, keys, pods, provider, ssh, usage, wallet
+from openpod.cli import cp, gpus, keys, pods, provider, send, ssh, usage, wallet
 from openpod.cli.errors import EXIT_CODES_HELP, ExitCode
 from openpod.cli.output import fail, print_line
 
@@ -80,6 +80,8 @@ def config_cmd(
 
 app.command("usage")(usage.usage)
 app.command("cp")(cp.cp)
+app.command("send")(send.send)
+app.command("receive")(send.receive)
 app.add_typer(gpus.app, name="gpu")
 app.add_typer(pods.app, name="pod")
 app.add_typer(keys.app, name="ssh-key")

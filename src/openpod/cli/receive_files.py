@@ -1,0 +1,178 @@
+"""The receiving side of a transfer: check the manifest, offer what is held, write and verify.
+
+Every path is checked before anything is written (docs/transfer.md), and no existing symlink
+inside the target directory is written through. Unfinished files live as ``{path}.openpod-part``
+so that a second run resumes them; a file reaches its final name only once its SHA-256 equals
+the sender's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openpod.cli.send_files import PART, READ, Progress, Report, tell_error
+from openpod.cli.send_peer import Link, TransferFailed
+from openpod.domain import transfer_protocol as proto
+
+
+@dataclass
+class Held:
+    """What is on disk for one file of the manifest."""
+
+    final: Path
+    part: Path
+    offset: int
+    digest: Any  # a sha256 object fed the ``offset`` bytes held
+    whole: bool  # the bytes held are the final file, not a part
+
+
+def _under(target: Path, rel: str) -> Path:
+    """``target/rel``, refusing to go through an existing symlink on the way."""
+    path = target
+    for part in rel.split("/"):
+        path = path / part
+        if path.is_symlink():
+            raise TransferFailed(f"refusing to write through the symlink {path}")
+    return path
+
+
+def _digest_of(path: Path) -> tuple[int, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb", buffering=0) as file:
+        while chunk := file.read(READ):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest
+
+
+def _held(target: Path, entry: proto.FileEntry) -> Held:
+    final = _under(target, entry.path)
+    part = final.with_name(final.name + PART)
+    if final.is_file():
+        size, digest = _digest_of(final)
+        return Held(final, part, size, digest, True)
+    if final.exists():
+        raise TransferFailed(f"{final} exists and is not a file")
+    if part.is_file() and part.stat().st_size <= entry.size:
+        size, digest = _digest_of(part)
+        return Held(final, part, size, digest, False)
+    return Held(final, part, 0, hashlib.sha256(), False)
+
+
+async def receive_files(link: Link, target: Path, overwrite: bool, progress: Progress) -> Report:
+    try:
+        return await _receive(link, target, overwrite, progress)
+    except (TransferFailed, proto.ProtocolError, OSError) as error:
+        if not isinstance(error, proto.PeerError):
+            await tell_error(link, str(error))
+        raise
+
+
+def _take_stock(target: Path, manifest: proto.Manifest) -> list[Held]:
+    """What is already on disk for each file (hashing it); nothing is written."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in manifest.dirs:
+        path = _under(target, folder)
+        if path.exists() and not path.is_dir():
+            raise TransferFailed(f"{path} exists and is not a directory")
+    return [_held(target, entry) for entry in manifest.files]
+
+
+def _apply_plan(
+    target: Path, manifest: proto.Manifest, held: list[Held], plan: list[int], overwrite: bool
+) -> Report:
+    """Refuse conflicts, make the directories, finish the files the plan says are here."""
+    for entry, h, offset in zip(manifest.files, held, plan, strict=True):
+        if h.whole and offset != entry.size and not overwrite:
+            raise TransferFailed(
+                f"{h.final} exists and differs from the file sent (use --overwrite to replace it)"
+            )
+    for folder in manifest.dirs:
+        _under(target, folder).mkdir(parents=True, exist_ok=True)
+    report = Report(files=len(manifest.files), bytes_total=manifest.total)
+    for entry, h, offset in zip(manifest.files, held, plan, strict=True):
+        h.final.parent.mkdir(parents=True, exist_ok=True)
+        if offset == entry.size:  # already here and verified by the sender's prefix hash
+            if not h.whole:
+                h.part.touch()
+                os.replace(h.part, h.final)
+                h.final.chmod(entry.mode)
+            report.skipped.append(entry.path)
+            report.sha256[entry.path] = h.digest.hexdigest()
+        elif offset:
+            report.resumed.append(entry.path)
+            if h.whole:  # --overwrite of a file that is a prefix of the new one
+                os.replace(h.final, h.part)
+    return report
+
+
+async def _receive(link: Link, target: Path, overwrite: bool, progress: Progress) -> Report:
+    manifest = proto.parse_manifest(proto.parse_control(await link.recv()))
+    held = await asyncio.to_thread(_take_stock, target, manifest)
+    have = [{"offset": h.offset, "sha256": h.digest.hexdigest()} for h in held]
+    await link.send(proto.control({"t": "have", "files": have}))
+    plan = proto.parse_plan(proto.parse_control(await link.recv()), manifest)
+    report = await asyncio.to_thread(_apply_plan, target, manifest, held, plan, overwrite)
+    progress(sum(plan))
+    await link.send(proto.control({"t": "go"}))
+    coming = [i for i, entry in enumerate(manifest.files) if plan[i] < entry.size]
+    for i in coming:
+        message = proto.expect(proto.parse_control(await link.recv()), "file")
+        if message.get("i") != i:
+            raise proto.ProtocolError(f"expected file {i}, the sender started {message.get('i')!r}")
+        entry, h = manifest.files[i], held[i]
+        digest = h.digest if plan[i] else hashlib.sha256()
+        written = await _write(link, i, h.part, plan[i], entry, digest, progress)
+        report.bytes_sent += written
+        os.replace(h.part, h.final)
+        h.final.chmod(entry.mode)
+        report.sha256[entry.path] = digest.hexdigest()
+        await link.send(proto.control({"t": "ok", "i": i}))
+    proto.expect(proto.parse_control(await link.recv()), "done")
+    await link.send(proto.control({"t": "done"}))
+    return report
+
+
+async def _write(
+    link: Link,
+    index: int,
+    part: Path,
+    offset: int,
+    entry: proto.FileEntry,
+    digest: Any,
+    progress: Progress,
+) -> int:
+    """Write file data records to ``part`` from ``offset`` until ``end``; check the hash."""
+    flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
+    fd = os.open(part, flags, 0o600)
+    try:
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        size = offset
+        while True:
+            plaintext = await link.recv()
+            if plaintext[:1] != b"D":
+                end = proto.parse_end(proto.parse_control(plaintext), index)
+                break
+            view = memoryview(plaintext)[1:]
+            size += len(view)
+            if size > entry.size:
+                raise TransferFailed(f"the sender sent more of {entry.path} than its size")
+            digest.update(view)
+            while view:
+                view = view[os.write(fd, view) :]
+            progress(len(plaintext) - 1)
+    finally:
+        os.close(fd)
+    if size != entry.size or digest.hexdigest() != end:
+        os.unlink(part)
+        raise TransferFailed(
+            f"{entry.path} does not match what was sent (SHA-256 differs); the part was removed"
+        )
+    return size - offset

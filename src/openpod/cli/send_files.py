@@ -1,0 +1,187 @@
+"""The files of a `send`/`receive` transfer over a :class:`~openpod.cli.send_peer.Link`.
+
+The sender lists the files, the receiver says what it already holds (part files and whole
+ones, each with the SHA-256 of what it holds), the sender keeps a prefix only when its own
+bytes hash the same, then streams the rest. The receiver hashes as it writes and renames a
+part to its final name only when the whole file's hash matches the sender's. Nothing is
+written before the manifest has been checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openpod.adapters.transfer.channel import ChannelClosed
+from openpod.cli.send_peer import Link, TransferFailed
+from openpod.domain import transfer_protocol as proto
+
+PART = ".openpod-part"
+READ = 1 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Report:
+    files: int = 0
+    bytes_total: int = 0
+    bytes_sent: int = 0
+    skipped: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict)
+    skipped_links: list[str] = field(default_factory=list)
+
+
+def collect(paths: Sequence[Path]) -> tuple[proto.Manifest, list[Path], list[str]]:
+    """The manifest for ``paths`` (files and directories), their local paths, symlinks left out."""
+    entries: list[proto.FileEntry] = []
+    locals_: list[Path] = []
+    dirs: list[str] = []
+    links: list[str] = []
+    names: set[str] = set()
+
+    def add_file(local: Path, name: str) -> None:
+        info = local.stat()
+        entries.append(proto.FileEntry(name, info.st_size, info.st_mode & 0o777))
+        locals_.append(local)
+
+    for path in paths:
+        if path.is_symlink():
+            links.append(str(path))
+            continue
+        name = path.resolve().name
+        if not name or name in names:
+            raise TransferFailed(f"two paths to send are both named {name!r}")
+        names.add(name)
+        if path.is_file():
+            add_file(path, name)
+        elif path.is_dir():
+            dirs.append(name)
+            for root, subdirs, files in os.walk(path):
+                base = Path(root)
+                rel = base.relative_to(path)
+                prefix = name if rel == Path(".") else f"{name}/{rel.as_posix()}"
+                for sub in sorted(subdirs):
+                    if (base / sub).is_symlink():
+                        links.append(str(base / sub))
+                    else:
+                        dirs.append(f"{prefix}/{sub}")
+                subdirs[:] = sorted(s for s in subdirs if not (base / s).is_symlink())
+                for file in sorted(files):
+                    local = base / file
+                    if local.is_symlink() or not local.is_file():
+                        links.append(str(local))
+                    else:
+                        add_file(local, f"{prefix}/{file}")
+        else:
+            raise TransferFailed(f"{path}: no such file or directory")
+    manifest = proto.Manifest(tuple(entries), tuple(dirs))
+    proto.parse_manifest(manifest.message())  # the same checks the receiver makes
+    return manifest, locals_, links
+
+
+def _hash_prefix(path: Path, length: int) -> Any:
+    """A sha256 object fed the first ``length`` bytes of ``path`` (short if the file is)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while length > 0:
+            chunk = file.read(min(READ, length))
+            if not chunk:
+                break
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest
+
+
+async def _recv(link: Link) -> dict[str, Any]:
+    return proto.parse_control(await link.recv())
+
+
+async def tell_error(link: Link, message: str) -> None:
+    """Best effort: the other side learns why we stop (the channel may be gone already)."""
+    with contextlib.suppress(ChannelClosed, OSError):
+        await link.send(proto.control({"t": "error", "message": message}))
+
+
+async def send_files(
+    link: Link, manifest: proto.Manifest, sources: list[Path], progress: Progress
+) -> Report:
+    report = Report(files=len(manifest.files), bytes_total=manifest.total)
+    await link.send(proto.control(manifest.message()))
+    haves = proto.parse_have(await _recv(link), manifest)
+    plan, hashers = [], []
+    for entry, source, have in zip(manifest.files, sources, haves, strict=True):
+        digest = hashlib.sha256()
+        offset = 0
+        if 0 < have.offset <= entry.size:
+            prefix = await asyncio.to_thread(_hash_prefix, source, have.offset)
+            if prefix.hexdigest() == have.sha256:
+                digest, offset = prefix, have.offset
+        plan.append(offset)
+        hashers.append(digest)
+        if offset == entry.size:
+            report.skipped.append(entry.path)
+            report.sha256[entry.path] = digest.hexdigest()
+            progress(entry.size)
+        elif offset:
+            report.resumed.append(entry.path)
+            progress(offset)
+    await link.send(proto.control({"t": "plan", "offsets": plan}))
+    proto.expect(await _recv(link), "go")
+    sending = [i for i, entry in enumerate(manifest.files) if plan[i] < entry.size]
+    replies = asyncio.ensure_future(_replies(link, sending))
+    try:
+        for i in sending:
+            entry = manifest.files[i]
+            await link.send(proto.control({"t": "file", "i": i}))
+            sent = await _stream(link, sources[i], plan[i], entry.size, hashers[i], progress)
+            report.bytes_sent += sent
+            report.sha256[entry.path] = hashers[i].hexdigest()
+            await link.send(proto.control({"t": "end", "i": i, "sha256": hashers[i].hexdigest()}))
+            if replies.done():
+                break  # the receiver stopped: awaiting the replies raises its reason
+        await link.send(proto.control({"t": "done"}))
+    except ChannelClosed:
+        if replies.done():
+            await replies  # the receiver's own error says more than a closed channel
+        replies.cancel()
+        raise
+    except BaseException:
+        replies.cancel()
+        raise
+    await replies
+    return report
+
+
+async def _replies(link: Link, sending: list[int]) -> None:
+    """The receiver's ``ok`` for each file in order, then ``done``."""
+    for i in sending:
+        message = proto.expect(await _recv(link), "ok")
+        if message.get("i") != i:
+            raise TransferFailed(f"the receiver confirmed file {message.get('i')!r}, not {i}")
+    proto.expect(await _recv(link), "done")
+
+
+async def _stream(
+    link: Link, source: Path, offset: int, size: int, digest: Any, progress: Progress
+) -> int:
+    """Send ``source`` from ``offset`` to ``size`` as data records; the bytes sent."""
+    left = size - offset
+    step = link.max_data
+    with source.open("rb", buffering=0) as file:
+        file.seek(offset)
+        while left > 0:
+            chunk = file.read(min(step, left))
+            if not chunk:
+                raise TransferFailed(f"{source} shrank while being sent")
+            digest.update(chunk)
+            await link.send(proto.data(chunk))
+            left -= len(chunk)
+            progress(len(chunk))
+    return size - offset

@@ -1,0 +1,243 @@
+"""`openpod send` / `openpod receive` between two real CLI processes through a real control plane.
+
+Each test runs both commands as a user would (`python -m openpod ...`, configured by the
+environment), on 127.0.0.1 only (`--loopback`), and checks the received bytes by SHA-256.
+The control plane logs at debug level so the last test can show that no code's secret words
+ever reached it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cp import sha256, write_random
+from tests.support.net import wait_until
+from tests.support.platform import ControlPlane
+from tests.support.tamper import TamperingProxy
+
+MIB = 1 << 20
+GIB = 1 << 30
+SECRETS: list[str] = []  # every code's secret words, checked against the server's log at the end
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    root = tmp_path_factory.mktemp("plane")
+    server = ControlPlane(root)
+    server.args[server.args.index("warning")] = "debug"
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("src") / "big.bin"
+    return path, write_random(path, GIB)
+
+
+class Sender:
+    """`openpod send` in the background; `code` is read from its first JSON line."""
+
+    def __init__(self, url: str, home: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "openpod", "send", "--json", "--loopback", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(url, home),
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        assert first, f"send printed no code: {self.proc.stderr.read() if self.proc.stderr else ''}"
+        self.code = json.loads(first)["code"]
+        SECRETS.append(self.code.split("-", 1)[1])
+
+    def finish(self, timeout: float = 300) -> tuple[int, dict[str, Any] | None, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        lines = [line for line in out.splitlines() if line.strip()]
+        return self.proc.returncode, json.loads(lines[-1]) if lines else None, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _env(url: str, home: Path) -> dict[str, str]:
+    return {**os.environ, "OPENPOD_API_URL": url, "OPENPOD_CONFIG_DIR": str(home / "config")}
+
+
+def receive(
+    url: str, home: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openpod", "receive", "--json", "--loopback", *args],
+        capture_output=True,
+        text=True,
+        env=_env(url, home),
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("transport", ["direct", "webrtc", "relay"])
+def test_a_gibibyte_over_each_transport(
+    plane: ControlPlane, big: tuple[Path, str], tmp_path: Path, transport: str
+) -> None:
+    source, digest = big
+    sender = Sender(plane.url, tmp_path, str(source), "--transport", transport)
+    try:
+        got = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
+        code, sent, err = sender.finish()
+    finally:
+        sender.kill()
+    assert got.returncode == 0, got.stderr
+    assert code == 0, err
+    summary = json.loads(got.stdout.splitlines()[-1])
+    assert summary["transport"] == transport
+    assert summary["bytesSent"] == GIB
+    assert summary["sha256"] == {"big.bin": digest}
+    assert sent is not None and sent["transport"] == transport
+    assert sha256(tmp_path / "in" / "big.bin") == digest
+    assert not list((tmp_path / "in").glob("*.openpod-part"))
+
+
+def test_an_interrupted_receive_resumes_with_the_same_code(
+    plane: ControlPlane, big: tuple[Path, str], tmp_path: Path
+) -> None:
+    source, digest = big
+    into = tmp_path / "in"
+    part = into / "big.bin.openpod-part"
+    sender = Sender(plane.url, tmp_path, str(source), "--transport", "direct")
+    try:
+        argv = [sys.executable, "-m", "openpod", "receive", sender.code, "--loopback"]
+        first = subprocess.Popen(
+            [*argv, "--dir", str(into)], env=_env(plane.url, tmp_path), stdout=subprocess.DEVNULL
+        )
+        try:
+            wait_until(
+                lambda: part.exists() and part.stat().st_size > 200 * MIB, 60, "half a transfer"
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        kept = part.stat().st_size
+        assert 0 < kept < GIB
+        again = receive(plane.url, tmp_path, sender.code, "--dir", str(into))
+        code, _sent, err = sender.finish()
+    finally:
+        sender.kill()
+    assert again.returncode == 0, again.stderr
+    assert code == 0, err
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert summary["resumed"] == ["big.bin"]
+    assert summary["bytesSent"] <= GIB - kept
+    assert sha256(into / "big.bin") == digest
+
+
+def test_a_wrong_code_fails_cleanly_and_ends_the_code(plane: ControlPlane, tmp_path: Path) -> None:
+    (tmp_path / "note.txt").write_text("hello")
+    sender = Sender(plane.url, tmp_path, str(tmp_path / "note.txt"))
+    try:
+        nameplate, words = sender.code.split("-", 1)
+        wrong = "-".join([nameplate, *reversed(words.split("-"))])
+        if wrong == sender.code:
+            wrong = f"{nameplate}-zebra-zebra-zebra"
+        guessed = receive(plane.url, tmp_path, wrong, "--dir", str(tmp_path / "in"))
+        code, _sent, err = sender.finish(60)
+        late = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
+    finally:
+        sender.kill()
+    assert guessed.returncode == 4
+    assert "wrong code" in guessed.stderr
+    assert code == 4
+    assert "a wrong code was tried" in err
+    assert late.returncode == 3, late.stderr
+    assert not (tmp_path / "in" / "note.txt").exists()
+
+
+def test_a_relay_that_flips_a_byte_is_caught(plane: ControlPlane, tmp_path: Path) -> None:
+    payload = tmp_path / "data.bin"
+    write_random(payload, 8 * MIB)
+    with TamperingProxy(plane.url, flip_after_bytes=2 * MIB) as proxy:
+        sender = Sender(proxy.url, tmp_path, str(payload), "--transport", "relay")
+        try:
+            got = receive(proxy.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
+            code, _sent, _err = sender.finish(60)
+        finally:
+            sender.kill()
+        assert proxy.flipped == 1
+    assert got.returncode != 0
+    assert "altered in transit" in got.stderr
+    assert code != 0
+    assert not (tmp_path / "in" / "data.bin").exists()
+
+
+def test_directories_and_conflicts(plane: ControlPlane, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    (tree / "empty").mkdir()
+    (tree / "a.txt").write_text("alpha")
+    (tree / "sub" / "b.bin").write_bytes(os.urandom(3 * MIB + 7))
+    (tree / "sub" / "deeper" / "c.txt").write_text("")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    into = tmp_path / "in"
+    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
+    try:
+        got = receive(plane.url, tmp_path, sender.code, "--dir", str(into))
+        assert sender.finish(60)[0] == 0
+    finally:
+        sender.kill()
+    assert got.returncode == 0, got.stderr
+    for rel in ("a.txt", "sub/b.bin", "sub/deeper/c.txt", "run.sh"):
+        assert sha256(into / "tree" / rel) == sha256(tree / rel), rel
+    assert (into / "tree" / "empty").is_dir()
+    assert (into / "tree" / "run.sh").stat().st_mode & 0o777 == 0o755
+
+    (tree / "a.txt").write_text("changed")
+    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
+    try:
+        refused = receive(plane.url, tmp_path, sender.code, "--dir", str(into))
+        code, _sent, err = sender.finish(60)
+    finally:
+        sender.kill()
+    assert refused.returncode == 1
+    assert "a.txt exists and differs" in refused.stderr
+    assert "--overwrite" in refused.stderr
+    assert code == 1 and "a.txt exists and differs" in err
+    assert (into / "tree" / "a.txt").read_text() == "alpha"
+
+    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
+    try:
+        replaced = receive(plane.url, tmp_path, sender.code, "--dir", str(into), "--overwrite")
+        assert sender.finish(60)[0] == 0
+    finally:
+        sender.kill()
+    assert replaced.returncode == 0, replaced.stderr
+    summary = json.loads(replaced.stdout.splitlines()[-1])
+    assert (into / "tree" / "a.txt").read_text() == "changed"
+    assert sorted(summary["skipped"]) == ["tree/run.sh", "tree/sub/b.bin", "tree/sub/deeper/c.txt"]
+
+
+def test_no_secret_words_reached_the_server_log(plane: ControlPlane) -> None:
+    """Runs last in this module: every code used above, none of their secrets in the log."""
+    log = plane.log.read_text()
+    assert "transfer" in log.lower() or "signal" in log.lower(), "the server logged nothing of it"
+    assert len(SECRETS) >= 5
+    for secret in SECRETS:
+        words = secret.split("-")
+        assert secret not in log
+        assert " ".join(words) not in log
+        assert f"{words[0]}-{words[1]}" not in log and f"{words[1]}-{words[2]}" not in log
