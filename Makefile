@@ -47,6 +47,7 @@ bench: deps bench-deps
 	$(BIN)/python -m bench.payments
 	$(BIN)/python -m bench.hot_wallet
 	$(BIN)/python -m bench.cp
+	$(BIN)/python -m bench.transfer
 
 # The references the benchmarks measure against (nginx) and their load generator (wrk).
 bench-deps:

@@ -8,6 +8,7 @@ ever reached it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -45,6 +46,17 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("src") / "big.bin"
     return path, write_random(path, GIB)
+
+
+def _prefix(source: Path, size: int, into: Path) -> tuple[Path, str]:
+    digest = hashlib.sha256()
+    with source.open("rb") as data, into.open("wb") as out:
+        while size:
+            chunk = data.read(min(size, 64 * MIB))
+            out.write(chunk)
+            digest.update(chunk)
+            size -= len(chunk)
+    return into, digest.hexdigest()
 
 
 class Sender:
@@ -92,10 +104,16 @@ def receive(
 
 
 @pytest.mark.parametrize("transport", ["direct", "webrtc", "relay"])
-def test_a_gibibyte_over_each_transport(
+def test_a_big_file_over_each_transport(
     plane: ControlPlane, big: tuple[Path, str], tmp_path: Path, transport: str
 ) -> None:
+    """1 GiB over direct and the relay; 256 MiB over WebRTC, whose SCTP (aiortc, pure Python)
+    runs at ~8 MB/s here: 1 GiB would add two minutes to CI (it was run by hand: bench)."""
     source, digest = big
+    size = GIB
+    if transport == "webrtc":
+        size = 256 * MIB
+        source, digest = _prefix(source, size, tmp_path / "quarter.bin")
     sender = Sender(plane.url, tmp_path, str(source), "--transport", transport)
     try:
         got = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
@@ -106,10 +124,10 @@ def test_a_gibibyte_over_each_transport(
     assert code == 0, err
     summary = json.loads(got.stdout.splitlines()[-1])
     assert summary["transport"] == transport
-    assert summary["bytesSent"] == GIB
-    assert summary["sha256"] == {"big.bin": digest}
+    assert summary["bytesSent"] == size
+    assert summary["sha256"] == {source.name: digest}
     assert sent is not None and sent["transport"] == transport
-    assert sha256(tmp_path / "in" / "big.bin") == digest
+    assert sha256(tmp_path / "in" / source.name) == digest
     assert not list((tmp_path / "in").glob("*.openpod-part"))
 
 

@@ -53,10 +53,14 @@ def pair() -> tuple[Link, Link]:
 async def run(sources: list[Path], into: Path, overwrite: bool = False) -> tuple[Any, Any]:
     manifest, locals_, _links = collect(sources)
     sender, receiver = pair()
-    return await asyncio.gather(
-        send_files(sender, manifest, locals_, lambda _n: None),
-        receive_files(receiver, into, overwrite, lambda _n: None),
-    )
+
+    async def send() -> Any:
+        try:
+            return await send_files(sender, manifest, locals_, lambda _n: None)
+        finally:
+            await sender.close()  # as send_run does: the receiver waits for this after `done`
+
+    return await asyncio.gather(send(), receive_files(receiver, into, overwrite, lambda _n: None))
 
 
 def digest(path: Path) -> str:
@@ -165,3 +169,21 @@ def test_symlinks_are_left_out_and_name_clashes_refused(tmp_path: Path) -> None:
         collect([tmp_path / "d", tmp_path / "e" / "d"])
     with pytest.raises(TransferFailed, match="no such file"):
         collect([tmp_path / "missing"])
+
+
+def test_loopback_only_offers_keep_no_other_candidate() -> None:
+    from openpod.cli.send_peer import only_loopback
+
+    sdp = "\r\n".join(
+        [
+            "v=0",
+            "a=candidate:1 1 UDP 2122260223 127.0.0.1 50000 typ host",
+            "a=candidate:2 1 UDP 2122194687 192.0.2.2 50001 typ host",
+            "a=candidate:3 1 UDP 2122194687 fd00::2 50002 typ host",
+            "a=end-of-candidates",
+        ]
+    )
+    kept = only_loopback(sdp)
+    assert "127.0.0.1 50000" in kept
+    assert "192.0.2.2" not in kept and "fd00::2" not in kept
+    assert kept.startswith("v=0\r\n") and kept.endswith("a=end-of-candidates")

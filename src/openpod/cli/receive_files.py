@@ -9,15 +9,20 @@ the sender's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openpod.adapters.transfer.channel import ChannelClosed
 from openpod.cli.send_files import PART, READ, Progress, Report, tell_error
 from openpod.cli.send_peer import Link, TransferFailed
 from openpod.domain import transfer_protocol as proto
+from openpod.domain.transfer_keys import IntegrityError
+
+CLOSE_WAIT = 10.0
 
 
 @dataclass
@@ -68,6 +73,9 @@ def _held(target: Path, entry: proto.FileEntry) -> Held:
 async def receive_files(link: Link, target: Path, overwrite: bool, progress: Progress) -> Report:
     try:
         return await _receive(link, target, overwrite, progress)
+    except IntegrityError:
+        await tell_error(link, "data was altered in transit; the receiver stopped")
+        raise
     except (TransferFailed, proto.ProtocolError, OSError) as error:
         if not isinstance(error, proto.PeerError):
             await tell_error(link, str(error))
@@ -136,7 +144,18 @@ async def _receive(link: Link, target: Path, overwrite: bool, progress: Progress
         await link.send(proto.control({"t": "ok", "i": i}))
     proto.expect(proto.parse_control(await link.recv()), "done")
     await link.send(proto.control({"t": "done"}))
+    await _sender_closes(link)
     return report
+
+
+async def _sender_closes(link: Link) -> None:
+    """Let our ``done`` reach the sender before we close: the sender closes first.
+
+    Closing a WebRTC channel at once can drop what is still buffered; the files are already
+    verified and renamed, so a sender that never closes costs at most CLOSE_WAIT seconds.
+    """
+    with contextlib.suppress(ChannelClosed, TimeoutError, IntegrityError, proto.ProtocolError):
+        await asyncio.wait_for(link.recv(), CLOSE_WAIT)
 
 
 async def _write(

@@ -236,8 +236,6 @@ async def _direct_hello(session: Session, listener: Any) -> Link:
 
 async def sender_connect(session: Session, options: Options) -> Link:
     """Try each transport both sides can until the receiver's ``hello`` arrives on one."""
-    from openpod.adapters.transfer import direct, relay, webrtc
-
     tried = []
     for transport in await _transports(session, options):
         tried.append(transport)
@@ -245,6 +243,8 @@ async def sender_connect(session: Session, options: Options) -> Link:
         channel: Channel
         try:
             if transport == "direct":
+                from openpod.adapters.transfer import direct
+
                 listener = await direct.listen(options.listen_host, options.listen_port)
                 closers.append(_async(listener.close))
                 await session.send(
@@ -255,6 +255,8 @@ async def sender_connect(session: Session, options: Options) -> Link:
                     listener.close()
                     return link
             elif transport == "webrtc":
+                from openpod.adapters.transfer import webrtc  # aiortc: ~0.5 s to import
+
                 offer = webrtc.WebRtcOffer()
                 closers.append(offer.close)
                 sdp = _offered(await offer.create(options.ice_servers), options)
@@ -265,6 +267,8 @@ async def sender_connect(session: Session, options: Options) -> Link:
                     channel = await offer.channel(CONNECT_SECONDS)
                     return await _await_hello(session, channel, transport)
             else:
+                from openpod.adapters.transfer import relay
+
                 await session.send({"t": "try", "transport": "relay"})
                 if await _tried(session, transport):
                     channel = await asyncio.wait_for(
@@ -298,8 +302,6 @@ async def _tried(session: Session, transport: str) -> dict[str, Any] | None:
 
 async def receiver_connect(session: Session, options: Options) -> Link:
     """Answer the sender's attempts until one carries our ``hello`` and its first record."""
-    from openpod.adapters.transfer import direct, relay, webrtc
-
     common = await _transports(session, options)
     while True:
         attempt = await session.recv()
@@ -312,15 +314,21 @@ async def receiver_connect(session: Session, options: Options) -> Link:
             if kind is None:
                 raise TransferFailed(f"{transport!r} was not offered")
             if transport == "direct":
+                from openpod.adapters.transfer import direct
+
                 channel = await direct.connect_any(_addrs(attempt.get("addrs")), 2.0)
                 await session.send({"t": "tried", "transport": transport, "ok": True})
             elif transport == "webrtc":
+                from openpod.adapters.transfer import webrtc
+
                 answerer = webrtc.WebRtcAnswer()
                 offer_sdp = str(attempt.get("sdp", ""))
                 sdp = _offered(await answerer.answer(offer_sdp, options.ice_servers), options)
                 await session.send({"t": "tried", "transport": transport, "ok": True, "sdp": sdp})
                 channel = await answerer.channel(CONNECT_SECONDS)
             else:
+                from openpod.adapters.transfer import relay
+
                 await session.send({"t": "tried", "transport": transport, "ok": True})
                 channel = await asyncio.wait_for(
                     relay.relay_connect(options.api_url, session.room, "receiver"),

@@ -1,0 +1,224 @@
+// The transfer itself, once a sealed channel is open (docs/transfer.md "The transfer"):
+// manifest, have, plan, go, then each file as `file`, data records and `end` with its
+// SHA-256, acknowledged by `ok`; `done` both ways. The sender hashes what it reads, the
+// receiver what it writes, and a file is only reported saved when both hashes agree.
+
+import { Sha256 } from "./crypto.js";
+import { TransferError } from "./signal.js";
+
+const READ_CHUNK = 4 * 1024 * 1024; // bytes read from disk at a time
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const MAX_PATH_BYTES = 4096;
+const ANSWER_MS = 120000; // a receiver may take a while to confirm a large file's hash
+const CLOSE_MS = 3000;
+
+/** Counts bytes and time for the progress bar and the final report. */
+class Meter {
+  constructor(total, onProgress) {
+    this.total = total;
+    this.done = 0;
+    this.started = performance.now();
+    this.onProgress = onProgress || (() => {});
+    this.lastShown = 0;
+  }
+
+  add(bytes, path) {
+    this.done += bytes;
+    const now = performance.now();
+    if (now - this.lastShown > 100 || this.done === this.total) {
+      this.lastShown = now;
+      this.onProgress({ done: this.done, total: this.total, seconds: (now - this.started) / 1000, path });
+    }
+  }
+
+  report(files) {
+    const seconds = (performance.now() - this.started) / 1000;
+    return { bytes: this.done, total: this.total, seconds, mbps: this.done / 1e6 / Math.max(seconds, 1e-6), files };
+  }
+}
+
+/** The reason `path` is unsafe to write, or null (relative POSIX, no `..`, `\` or NUL). */
+export function unsafePath(path) {
+  if (typeof path !== "string" || !path) return "empty or not text";
+  if (new TextEncoder().encode(path).length > MAX_PATH_BYTES) return `longer than ${MAX_PATH_BYTES} bytes`;
+  if (path.includes("\\") || path.includes("\0")) return "backslash or NUL";
+  if (path.startsWith("/")) return "absolute";
+  if (path.split("/").some((part) => part === "" || part === "." || part === "..")) return "empty, '.' or '..' part";
+  return null;
+}
+
+async function readSlice(file, start, end) {
+  return new Uint8Array(await file.slice(start, end).arrayBuffer());
+}
+
+/** The SHA-256 state of the first `length` bytes of `file` (to check a receiver's prefix). */
+async function hashPrefix(file, length) {
+  const hash = new Sha256();
+  for (let at = 0; at < length; at += READ_CHUNK) hash.update(await readSlice(file, at, Math.min(length, at + READ_CHUNK)));
+  return hash;
+}
+
+/** The sender's side: `entries` is [{file, path}], `dirs` the folders to create. */
+export async function sendFiles(channel, entries, dirs, onProgress) {
+  try {
+    return await sendAll(channel, entries, dirs, onProgress);
+  } catch (error) {
+    await tellPeer(channel, error);
+    throw error;
+  }
+}
+
+async function sendAll(channel, entries, dirs, onProgress) {
+  const files = entries.map(({ file, path }) => ({ path, size: file.size, mode: 0o644 }));
+  await channel.sendJson({ t: "manifest", files, dirs });
+  const have = await channel.expect("have", ANSWER_MS);
+  if (!Array.isArray(have.files) || have.files.length !== files.length) {
+    throw new TransferError("protocol", "'have' does not list one entry per file.");
+  }
+  const hashes = [];
+  const offsets = [];
+  for (const [i, { file }] of entries.entries()) {
+    const { offset, sha256 } = have.files[i] || {};
+    let keep = 0;
+    let hash = new Sha256();
+    if (Number.isInteger(offset) && offset > 0 && offset <= file.size) {
+      const prefix = await hashPrefix(file, offset);
+      if (prefix.digestHex() === String(sha256).toLowerCase()) [keep, hash] = [offset, prefix];
+    }
+    offsets.push(keep);
+    hashes.push(hash);
+  }
+  await channel.sendJson({ t: "plan", offsets });
+  await channel.expect("go", ANSWER_MS);
+  const meter = new Meter(files.reduce((sum, f, i) => sum + f.size - offsets[i], 0), onProgress);
+  const results = [];
+  for (const [i, { file, path }] of entries.entries()) {
+    if (offsets[i] < file.size) {
+      await channel.sendJson({ t: "file", i });
+      await sendOne(channel, file, offsets[i], hashes[i], (n) => meter.add(n, path));
+    }
+    const sha256 = hashes[i].digestHex();
+    if (offsets[i] < file.size) {
+      await channel.sendJson({ t: "end", i, sha256 });
+      const ok = await channel.expect("ok", ANSWER_MS);
+      if (ok.i !== i) throw new TransferError("protocol", `'ok' names file ${ok.i}, expected ${i}.`);
+    }
+    results.push({ path, size: file.size, sha256, resumedFrom: offsets[i] });
+  }
+  await channel.sendJson({ t: "done" });
+  try {
+    await channel.expect("done", ANSWER_MS);
+  } catch (error) {
+    // Every file was confirmed with `ok` (its hash checked): a receiver that closes at once
+    // after its `done` may lose that last record on the way, which changes nothing.
+    if (!(error instanceof TransferError) || error.kind !== "closed") throw error;
+  }
+  return meter.report(results);
+}
+
+/** One file's data records from `offset`; the next slice is read while this one is sent. */
+async function sendOne(channel, file, offset, hash, counted) {
+  const step = channel.maxData;
+  let reading = offset < file.size ? readSlice(file, offset, Math.min(file.size, offset + READ_CHUNK)) : null;
+  for (let at = offset; at < file.size; at += READ_CHUNK) {
+    const chunk = await reading;
+    const nextAt = at + READ_CHUNK;
+    reading = nextAt < file.size ? readSlice(file, nextAt, Math.min(file.size, nextAt + READ_CHUNK)) : null;
+    for (let p = 0; p < chunk.length; p += step) {
+      const record = chunk.subarray(p, p + step);
+      hash.update(record);
+      await channel.sendData(record);
+      counted(record.length);
+    }
+  }
+  await channel.flush();
+}
+
+function checkManifest(manifest) {
+  const files = manifest.files;
+  const dirs = manifest.dirs || [];
+  if (!Array.isArray(files) || !Array.isArray(dirs)) throw new TransferError("protocol", "The manifest is malformed.");
+  const seen = new Set();
+  for (const entry of files) {
+    const why = unsafePath(entry && entry.path);
+    if (why) throw new TransferError("unsafe-path", `Unsafe path in manifest (${why}): ${String(entry && entry.path).slice(0, 200)}`);
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw new TransferError("protocol", `Bad size for ${entry.path}.`);
+    if (seen.has(entry.path)) throw new TransferError("protocol", `The manifest lists ${entry.path} twice.`);
+    seen.add(entry.path);
+  }
+  for (const dir of dirs) {
+    const why = unsafePath(dir);
+    if (why) throw new TransferError("unsafe-path", `Unsafe path in manifest (${why}): ${String(dir).slice(0, 200)}`);
+  }
+  return { files, dirs };
+}
+
+/** The receiver's side: every file goes to `sink.open(path, size)` as a stream of bytes. */
+export async function receiveFiles(channel, sink, onProgress) {
+  let writer = null;
+  try {
+    const { files, dirs } = checkManifest(await channel.expect("manifest", ANSWER_MS));
+    // A browser keeps no part files: it holds nothing of any file yet.
+    await channel.sendJson({ t: "have", files: files.map(() => ({ offset: 0, sha256: EMPTY_SHA256 })) });
+    const plan = await channel.expect("plan", ANSWER_MS);
+    if (!Array.isArray(plan.offsets) || plan.offsets.length !== files.length
+      || plan.offsets.some((o, i) => o !== 0 && o !== files[i].size)) {
+      throw new TransferError("protocol", "The sender's plan does not match what this browser holds.");
+    }
+    if (sink.begin) await sink.begin(files, dirs);
+    await channel.sendJson({ t: "go" });
+    const meter = new Meter(files.reduce((sum, f) => sum + f.size, 0), onProgress);
+    const results = [];
+    for (const [i, entry] of files.entries()) {
+      if (entry.size === 0) { // nothing to send: the sender skips it, it is complete already
+        await (await sink.open(entry.path, 0)).close();
+        results.push({ path: entry.path, size: 0, sha256: EMPTY_SHA256 });
+        continue;
+      }
+      const start = await channel.expect("file", ANSWER_MS);
+      if (start.i !== i) throw new TransferError("protocol", `The sender sent file ${start.i}, expected ${i}.`);
+      writer = await sink.open(entry.path, entry.size);
+      const hash = new Sha256();
+      let got = 0;
+      for (;;) {
+        const message = await channel.recv(ANSWER_MS);
+        if (message.json) {
+          if (message.json.t !== "end" || message.json.i !== i) {
+            throw new TransferError("protocol", `Expected the end of ${entry.path}, got '${message.json.t}'.`);
+          }
+          const sha256 = hash.digestHex();
+          if (got !== entry.size || sha256 !== String(message.json.sha256).toLowerCase()) {
+            throw new TransferError("integrity", `Integrity check failed for ${entry.path}: it does not match the sender's SHA-256.`);
+          }
+          await writer.close();
+          writer = null;
+          await channel.sendJson({ t: "ok", i });
+          results.push({ path: entry.path, size: entry.size, sha256 });
+          break;
+        }
+        got += message.data.length;
+        if (got > entry.size) throw new TransferError("protocol", `The sender sent more than the size of ${entry.path}.`);
+        hash.update(message.data);
+        await writer.write(message.data);
+        meter.add(message.data.length, entry.path);
+      }
+    }
+    await channel.expect("done", ANSWER_MS);
+    await channel.sendJson({ t: "done" });
+    await channel.flush();
+    await channel.ended(CLOSE_MS); // the sender closes once it has our done
+    return meter.report(results);
+  } catch (error) {
+    if (writer) writer.abort(error.message);
+    await tellPeer(channel, error);
+    throw error;
+  }
+}
+
+/** Say why we stop (the other side shows it), unless the channel or the peer is gone. */
+export async function tellPeer(channel, error) {
+  if (error instanceof TransferError && (error.kind === "closed" || error.kind === "peer")) return;
+  channel.sendJson({ t: "error", message: error.message }).catch(() => {});
+  await channel.flush().catch(() => {});
+  await channel.ended(CLOSE_MS);
+}

@@ -1,0 +1,104 @@
+"""The /transfer page in a real Chromium against a real control plane.
+
+The control plane runs as a child process (as in the e2e tests: `python -m openpod server`
+on a free 127.0.0.1 port, stopped by its PID); Chromium is Debian's (/usr/bin/chromium,
+nothing downloaded), launched with the flags that let WebRTC gather loopback candidates
+(/work/shared/MACHINE-NOTES.md "WebRTC"): the pages are opened with `?loopback=1`, which
+makes the page touch the fake microphone once, and camera/microphone are granted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.support.platform import ControlPlane
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+PAGE_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane serving /transfer, its signaling and its relay."""
+    root = tmp_path_factory.mktemp("transfer-plane")
+    running = ControlPlane(root)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=CHROMIUM_FLAGS,
+        downloads_path=tmp_path_factory.mktemp("downloads"),
+    )
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile: downloads accepted, camera/microphone granted (loopback WebRTC)."""
+    ctx = browser.new_context(accept_downloads=True, permissions=["camera", "microphone"])
+    ctx.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def open_page(context: BrowserContext, plane: ControlPlane, transport: str | None = None) -> Page:
+    """The /transfer page, ready (its state shows `idle`), for loopback WebRTC on 127.0.0.1."""
+    query = "?loopback=1" + (f"&transport={transport}" if transport else "")
+    page = context.new_page()
+    page.goto(f"{plane.url}/transfer{query}")
+    page.wait_for_function("window.openpodTransfer && window.openpodTransfer.state === 'idle'")
+    return page
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def random_file(path: Path, size: int) -> Path:
+    """`size` pseudo-random bytes, each MiB different (a reordered block changes the hash)."""
+    with path.open("wb") as out:
+        for index, start in enumerate(range(0, size, 1 << 20)):
+            seed = b"openpod transfer page %d" % index
+            out.write(hashlib.shake_256(seed).digest(min(1 << 20, size - start)))
+    return path

@@ -1,0 +1,118 @@
+"""`openpod send`/`receive` (the Python CLI) and the /transfer page in Chromium move the same
+50 MiB both ways: the protocol is one, whichever side is a browser. The CLI runs as a child
+process (`python -m openpod ... --json --loopback`) against the same control plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import BrowserContext
+
+from tests.browser.conftest import open_page, random_file, sha256_of
+from tests.browser.test_transfer_page import BIG, TRANSFER_TIMEOUT_MS, offer, wait_state
+from tests.support.net import wait_until
+from tests.support.platform import ControlPlane
+
+CLI_SECONDS = 150
+
+
+class Cli:
+    """One `openpod send`/`receive` run; its JSON lines land in a file we poll."""
+
+    def __init__(self, plane: ControlPlane, tmp_path: Path, args: list[str]) -> None:
+        self.out = tmp_path / f"cli-{args[0]}.jsonl"
+        self.err = tmp_path / f"cli-{args[0]}.log"
+        env = {
+            **os.environ,
+            "OPENPOD_API_URL": plane.url,
+            "OPENPOD_CONFIG_DIR": str(tmp_path / "cli-config"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "openpod", *args, "--json", "--loopback"],
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+
+    def lines(self) -> list[dict[str, Any]]:
+        text = self.out.read_text() if self.out.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def first_line(self) -> dict[str, Any]:
+        def printed() -> bool:
+            assert self.proc.poll() is None or self.lines(), self.err.read_text()
+            return bool(self.lines())
+
+        wait_until(printed, 30, "the CLI's first JSON line", step=0.05)
+        return self.lines()[0]
+
+    def finish(self) -> dict[str, Any]:
+        code = self.proc.wait(CLI_SECONDS)
+        assert code == 0, self.err.read_text()
+        return self.lines()[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def cli_runs() -> Any:
+    runs: list[Cli] = []
+    yield runs
+    for run in runs:
+        run.stop()
+
+
+def test_cli_sends_to_the_browser(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path, cli_runs: list[Cli]
+) -> None:
+    source = random_file(tmp_path / "from-cli.bin", BIG)
+    sender = Cli(plane, tmp_path, ["send", str(source)])
+    cli_runs.append(sender)
+    code = sender.first_line()["code"]
+    receiver = open_page(context, plane)
+    receiver.fill("#code-input", code)
+    with receiver.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
+        receiver.click("#receive-go")
+    saved = tmp_path / "saved" / "from-cli.bin"
+    started.value.save_as(saved)
+    hook = wait_state(receiver, "done", "failed")
+    summary = sender.finish()
+    assert hook["error"] is None, hook["error"]
+    digest = sha256_of(source)
+    assert sha256_of(saved) == digest
+    assert hook["result"]["files"] == [{"path": "from-cli.bin", "size": BIG, "sha256": digest}]
+    assert summary["transport"] == hook["transport"] == "webrtc"
+    assert list(summary["sha256"].values()) == [digest]
+    print(f"\nCLI -> browser over webrtc: {hook['result']['mbps']:.1f} MB/s")
+
+
+def test_browser_sends_to_the_cli(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path, cli_runs: list[Cli]
+) -> None:
+    source = random_file(tmp_path / "from-browser.bin", BIG)
+    sender = open_page(context, plane)
+    code = offer(sender, source)
+    into = tmp_path / "into"
+    into.mkdir()
+    receiver = Cli(plane, tmp_path, ["receive", code, "--dir", str(into)])
+    cli_runs.append(receiver)
+    summary = receiver.finish()
+    hook = wait_state(sender, "done", "failed")
+    assert hook["error"] is None, hook["error"]
+    digest = sha256_of(source)
+    assert sha256_of(into / "from-browser.bin") == digest
+    assert hook["result"]["files"][0]["sha256"] == digest
+    assert summary["transport"] == hook["transport"] == "webrtc"
+    assert summary["bytes"] == BIG
+    print(f"\nbrowser -> CLI over webrtc: {hook['result']['mbps']:.1f} MB/s")

@@ -1,0 +1,281 @@
+"""The /transfer page end to end in Chromium: browser to browser over WebRTC and over the
+relay (50 MiB, the saved download hashed against the source), a wrong code failing cleanly on
+both pages, and crypto.js computing the protocol's shared vectors inside the browser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Download, Page, WebSocketRoute
+
+from tests.browser.conftest import open_page, random_file, sha256_of
+from tests.support.platform import ControlPlane
+
+BIG = 50 * 1024 * 1024
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "transfer_crypto.json"
+TRANSFER_TIMEOUT_MS = 60_000
+
+
+def state(page: Page) -> dict[str, Any]:
+    hook: dict[str, Any] = page.evaluate("() => JSON.parse(JSON.stringify(window.openpodTransfer))")
+    return hook
+
+
+def wait_state(page: Page, *states: str) -> dict[str, Any]:
+    page.wait_for_function(
+        "states => states.includes(window.openpodTransfer.state)",
+        arg=list(states),
+        timeout=TRANSFER_TIMEOUT_MS,
+    )
+    return state(page)
+
+
+def offer(sender: Page, source: Path) -> str:
+    """Pick `source` on the sender page; the code it shows."""
+    sender.set_input_files("#pick", str(source))
+    sender.wait_for_function("window.openpodTransfer.code !== null")
+    code: str = sender.evaluate("window.openpodTransfer.code")
+    assert code == sender.text_content("#code")
+    return code
+
+
+def browser_to_browser(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path, transport: str, size: int = BIG
+) -> tuple[dict[str, Any], dict[str, Any], Path, Path]:
+    source = random_file(tmp_path / "payload.bin", size)
+    sender = open_page(context, plane, transport)
+    receiver = open_page(context, plane, transport)
+    code = offer(sender, source)
+    receiver.fill("#code-input", code)
+    with receiver.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
+        receiver.click("#receive-go")
+    saved = tmp_path / "saved" / "payload.bin"
+    started.value.save_as(saved)  # returns once the streamed download is complete
+    assert started.value.suggested_filename == "payload.bin"
+    received = wait_state(receiver, "done", "failed")
+    sent = wait_state(sender, "done", "failed")
+    return sent, received, source, saved
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "relay"])
+def test_browser_to_browser(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path, transport: str
+) -> None:
+    sent, received, source, saved = browser_to_browser(context, plane, tmp_path, transport)
+    assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
+    assert (sent["transport"], received["transport"]) == (transport, transport)
+    digest = sha256_of(source)
+    assert sha256_of(saved) == digest
+    assert saved.stat().st_size == BIG
+    assert sent["result"]["files"] == [
+        {"path": "payload.bin", "size": BIG, "sha256": digest, "resumedFrom": 0}
+    ]
+    assert received["result"]["files"] == [{"path": "payload.bin", "size": BIG, "sha256": digest}]
+    assert received["result"]["bytes"] == BIG
+    rate = received["result"]["mbps"]
+    print(f"\nbrowser -> browser over {transport}: {rate:.1f} MB/s")  # shown with -s
+
+
+def test_wrong_code_fails_cleanly_on_both_pages(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    source = random_file(tmp_path / "small.bin", 1000)
+    sender = open_page(context, plane)
+    receiver = open_page(context, plane)
+    code = offer(sender, source)
+    nameplate, *words = code.split("-")
+    wrong = "-".join([nameplate, *reversed(words)]) if words[0] != words[2] else code + "x"
+    receiver.fill("#code-input", wrong)
+    receiver.click("#receive-go")
+    for page in (receiver, sender):
+        hook = wait_state(page, "failed", "done")
+        assert hook["state"] == "failed"
+        assert hook["error"]["kind"] == "wrong-code"
+        assert "Wrong code" in (page.text_content("#error") or "")
+    # The sender burned the room: the right code is used up too.
+    late = open_page(context, plane)
+    late.fill("#code-input", code)
+    late.click("#receive-go")
+    hook = wait_state(late, "failed", "done")
+    assert hook["error"]["kind"] in ("no-such-code", "code-used"), hook["error"]
+
+
+def test_several_files_and_an_empty_one_arrive_as_downloads(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    sources = [
+        random_file(tmp_path / name, size)
+        for name, size in (("a.bin", 300_000), ("empty.txt", 0), ("c.bin", 2_000_000))
+    ]
+    sender = open_page(context, plane)
+    receiver = open_page(context, plane)
+    downloads: list[Download] = []
+    receiver.on("download", lambda download: downloads.append(download))
+    sender.set_input_files("#pick", [str(path) for path in sources])
+    sender.wait_for_function("window.openpodTransfer.code !== null")
+    receiver.fill("#code-input", sender.evaluate("window.openpodTransfer.code"))
+    receiver.click("#receive-go")
+    received = wait_state(receiver, "done", "failed")
+    assert received["error"] is None, received["error"]
+    assert wait_state(sender, "done", "failed")["error"] is None
+    saved = {}
+    for download in downloads:
+        target = tmp_path / "saved" / download.suggested_filename
+        download.save_as(target)
+        saved[download.suggested_filename] = sha256_of(target)
+    assert saved == {path.name: sha256_of(path) for path in sources}
+    assert [f["path"] for f in received["result"]["files"]] == ["a.bin", "empty.txt", "c.bin"]
+
+
+def test_no_transport_in_common_fails_on_both_pages(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    sender = open_page(context, plane, "relay")
+    receiver = open_page(context, plane, "webrtc")
+    receiver.fill("#code-input", offer(sender, random_file(tmp_path / "x.bin", 10)))
+    receiver.click("#receive-go")
+    for page in (sender, receiver):
+        hook = wait_state(page, "failed", "done")
+        assert hook["error"]["kind"] == "no-connect", hook["error"]
+        assert "No way to connect" in (page.text_content("#error") or "")
+
+
+def test_a_malformed_or_unknown_code_is_named_on_the_page(
+    context: BrowserContext, plane: ControlPlane
+) -> None:
+    words = httpx.get(f"{plane.url}/transfer/words.json").json()["words"]
+    receiver = open_page(context, plane)
+    for typed, kind, shown in (
+        (f"7-{words[0]}-{words[1]}", "bad-code", "That code is not valid"),
+        (f"99999-{words[0]}-{words[1]}-{words[2]}", "no-such-code", "No such code"),
+    ):
+        receiver.fill("#code-input", typed)
+        receiver.click("#receive-go")
+        hook = wait_state(receiver, "failed", "done")
+        assert hook["error"]["kind"] == kind, hook["error"]
+        assert shown in (receiver.text_content("#error") or "")
+
+
+def test_the_sender_waits_for_a_receiver_that_left_to_come_back(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Closing the receiving tab mid-transfer does not end the code: the sender waits, and
+    the same code then delivers the whole file to a new receiver."""
+    source = random_file(tmp_path / "again.bin", 12 * 1024 * 1024)
+    sender = open_page(context, plane)
+    first = open_page(context, plane)
+    code = offer(sender, source)
+    first.fill("#code-input", code)
+    first.click("#receive-go")
+    first.wait_for_function("(window.openpodTransfer.progress || {done: 0}).done > 1e6")
+    first.close()
+    sender.wait_for_function("window.openpodTransfer.state === 'waiting'")
+    assert "come back" in (sender.text_content("#state") or "")
+    second = open_page(context, plane)
+    second.fill("#code-input", code)
+    with second.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
+        second.click("#receive-go")
+    saved = tmp_path / "saved" / "again.bin"
+    started.value.save_as(saved)
+    assert wait_state(second, "done", "failed")["error"] is None
+    assert wait_state(sender, "done", "failed")["error"] is None
+    assert sha256_of(saved) == sha256_of(source)
+
+
+def test_a_record_altered_on_the_relay_is_an_integrity_failure(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    """A hostile relay flips one bit: the receiver stops with the integrity error and tells
+    the sender, and nothing is reported as received."""
+    frames = {"seen": 0}
+
+    def tamper(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: server.send(message))
+
+        def to_page(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                frames["seen"] += 1
+                if frames["seen"] == 3:  # after the manifest and the plan: the first file
+                    message = bytes([message[0] ^ 0x01]) + message[1:]
+            ws.send(message)
+
+        server.on_message(to_page)
+
+    sender = open_page(context, plane, "relay")
+    receiver = open_page(context, plane, "relay")
+    receiver.route_web_socket("**/transfer/relay?*", tamper)
+    receiver.fill("#code-input", offer(sender, random_file(tmp_path / "x.bin", 1_000_000)))
+    receiver.click("#receive-go")
+    received = wait_state(receiver, "failed", "done")
+    assert received["error"]["kind"] == "integrity", received["error"]
+    assert "altered in transit" in (receiver.text_content("#error") or "")
+    sent = wait_state(sender, "failed", "done")
+    assert sent["state"] == "failed" and "altered in transit" in sent["error"]["message"]
+    assert frames["seen"] >= 3
+
+
+VECTOR_CHECKS = """async (vectors) => {
+  const c = await import("/transfer/static/crypto.js");
+  const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  const unhex = (text) => Uint8Array.from(text.match(/../g) || [], (h) => parseInt(h, 16));
+  const wrong = [];
+  let checks = 0;
+  const same = (what, got, want) => { checks += 1; if (got !== want) wrong.push({ what, got, want }); };
+  for (const v of vectors.cpace) {
+    const [prs, ci, sid] = [unhex(v.prs), unhex(v.ci), unhex(v.sid)];
+    const a = await c.cpaceStart({ prs, sid, ci, initiator: true, ad: unhex(v.ada), scalar: unhex(v.ya) });
+    const b = await c.cpaceStart({ prs, sid, ci, initiator: false, ad: unhex(v.adb), scalar: unhex(v.yb) });
+    same(`${v.name} Ya`, hex(a.share), v.share_a);
+    same(`${v.name} ISK`, hex(await a.finish(b.share, unhex(v.adb))), v.isk);
+    same(`${v.name} ISK (responder)`, hex(await b.finish(a.share, unhex(v.ada))), v.isk);
+  }
+  const s = vectors.session;
+  const keys = await c.deriveSessionKeys(unhex(s.isk), unhex(s.sid), unhex(s.ya), unhex(s.yb));
+  same("tag sender", hex(await keys.confirmTag("sender")), s.tag_sender);
+  same("tag receiver", hex(await keys.confirmTag("receiver")), s.tag_receiver);
+  const sealers = new Map();
+  const openers = new Map();
+  for (const r of vectors.records) {
+    if (!sealers.has(r.key)) {
+      const [use, role, transport] = r.key.split(" ");
+      const key = await (use === "signal" ? keys.signalKey(role) : keys.dataKey(role, transport));
+      sealers.set(r.key, new c.Sealer(key));
+      openers.set(r.key, new c.Opener(key));
+    }
+    same(`seal ${r.key} #${r.seq}`, hex(await sealers.get(r.key).seal(unhex(r.plaintext))), r.record);
+    same(`open ${r.key} #${r.seq}`, hex(await openers.get(r.key).open(unhex(r.record))), r.plaintext);
+  }
+  for (const v of vectors.sha256) {
+    let data;
+    if (v.text !== undefined) data = new TextEncoder().encode(v.text);
+    else data = Uint8Array.from({ length: v.pattern_length }, (_, i) => i % 251);
+    same(`sha256 ${v.text ?? v.pattern_length}`, new c.Sha256().update(data).digestHex(), v.digest);
+  }
+  for (const v of vectors.codes.filter((v) => !v.error)) {
+    same(`code ${v.input}`, c.parseCode(v.input, vectors.words).text, v.text);
+  }
+  return { checks, wrong };
+}"""
+
+
+def test_crypto_js_computes_the_python_vectors_in_chromium(
+    context: BrowserContext, plane: ControlPlane
+) -> None:
+    """The browser's CPace, key schedule, records and SHA-256 equal what Python computes."""
+    vectors = json.loads(VECTORS.read_text())
+    page = open_page(context, plane)
+    outcome = page.evaluate(VECTOR_CHECKS, vectors)
+    assert outcome["wrong"] == []
+    expected = (
+        3 * len(vectors["cpace"])
+        + 2
+        + 2 * len(vectors["records"])
+        + len(vectors["sha256"])
+        + sum(1 for v in vectors["codes"] if not v.get("error"))
+    )
+    assert outcome["checks"] == expected > 20
