@@ -48,13 +48,15 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: playwright's sync API runs an event loop on this thread while it
+# is open, and every later test that calls asyncio.run() would find it running.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(
         executable_path=CHROMIUM,

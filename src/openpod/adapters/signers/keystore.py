@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
+# eth_account takes ~0.8 s to import (eth_keyfile pulls in py_ecc): imported where a key is
+# used, so CLI commands that never touch a wallet start without it.
 
 
 class SignerError(Exception):
@@ -20,6 +20,8 @@ class KeystoreSigner:
     appear in errors or logs; `repr` shows the address only."""
 
     def __init__(self, private_key: bytes) -> None:
+        from eth_account import Account
+
         self._account = Account.from_key(private_key)
 
     def __repr__(self) -> str:
@@ -35,6 +37,8 @@ class KeystoreSigner:
             keystore = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SignerError(f"cannot read keystore {path}: {type(exc).__name__}") from None
+        from eth_account import Account
+
         try:
             key = Account.decrypt(keystore, password)
         except ValueError:
@@ -44,6 +48,8 @@ class KeystoreSigner:
     @classmethod
     def create(cls, path: Path, password: str, private_key: bytes | None = None) -> KeystoreSigner:
         """A new key (or `private_key`), written encrypted to `path` (mode 0600, not replaced)."""
+        from eth_account import Account
+
         account = Account.from_key(private_key) if private_key else Account.create()
         keystore = Account.encrypt(account.key, password)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +66,13 @@ class KeystoreSigner:
 
     def sign_typed_data(self, typed_data: dict[str, Any]) -> bytes:
         """An EIP-712 signature (65 bytes, r || s || v)."""
+        from eth_account.messages import encode_typed_data
+
         message = encode_typed_data(full_message=typed_data)
         return bytes(self._account.sign_message(message).signature)
 
     def sign_message(self, text: str) -> bytes:
         """An EIP-191 personal_sign signature (what Sign-In with Ethereum asks for)."""
+        from eth_account.messages import encode_defunct
+
         return bytes(self._account.sign_message(encode_defunct(text=text)).signature)
