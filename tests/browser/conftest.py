@@ -80,10 +80,18 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         ctx.close()
 
 
-def open_page(context: BrowserContext, plane: ControlPlane, transport: str | None = None) -> Page:
-    """The /transfer page, ready (its state shows `idle`), for loopback WebRTC on 127.0.0.1."""
+def open_page(
+    context: BrowserContext,
+    plane: ControlPlane,
+    transport: str | None = None,
+    init_script: str | None = None,
+) -> Page:
+    """The /transfer page, ready (its state shows `idle`), for loopback WebRTC on 127.0.0.1;
+    `init_script` runs in the page before its own scripts (to break something on purpose)."""
     query = "?loopback=1" + (f"&transport={transport}" if transport else "")
     page = context.new_page()
+    if init_script:
+        page.add_init_script(init_script)
     page.goto(f"{plane.url}/transfer{query}")
     page.wait_for_function("window.openpodTransfer && window.openpodTransfer.state === 'idle'")
     return page

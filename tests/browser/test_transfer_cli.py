@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import BrowserContext
 
 from tests.browser.conftest import open_page, random_file, sha256_of
-from tests.browser.test_transfer_page import BIG, TRANSFER_TIMEOUT_MS, offer, wait_state
+from tests.browser.test_transfer_page import BIG, click_for_download, offer, wait_state
 from tests.support.net import wait_until
 from tests.support.platform import ControlPlane
 
@@ -59,6 +59,10 @@ class Cli:
         assert code == 0, self.err.read_text()
         return self.lines()[-1]
 
+    def explain(self) -> str:
+        """What the CLI said so far, for a failing test's message."""
+        return f"the CLI (exit {self.proc.poll()}): {self.err.read_text()!r} {self.lines()}"
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -82,10 +86,9 @@ def test_cli_sends_to_the_browser(
     code = sender.first_line()["code"]
     receiver = open_page(context, plane)
     receiver.fill("#code-input", code)
-    with receiver.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
-        receiver.click("#receive-go")
+    download = click_for_download(receiver, "#receive-go", sender.explain)
     saved = tmp_path / "saved" / "from-cli.bin"
-    started.value.save_as(saved)
+    download.save_as(saved)
     hook = wait_state(receiver, "done", "failed")
     summary = sender.finish()
     assert hook["error"] is None, hook["error"]

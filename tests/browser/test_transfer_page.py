@@ -5,12 +5,14 @@ both pages, and crypto.js computing the protocol's shared vectors inside the bro
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Download, Page, WebSocketRoute
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import open_page, random_file, sha256_of
 from tests.support.platform import ControlPlane
@@ -34,6 +36,20 @@ def wait_state(page: Page, *states: str) -> dict[str, Any]:
     return state(page)
 
 
+def click_for_download(page: Page, selector: str, explain: Callable[[], str] = str) -> Download:
+    """Click `selector` and return the download it starts; if none starts, fail saying where
+    the page (and, through `explain`, the other side) stood."""
+    try:
+        with page.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
+            page.click(selector)
+        return started.value
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"no download began within {TRANSFER_TIMEOUT_MS // 1000} s; "
+            f"the page: {state(page)}; {explain()}"
+        ) from None
+
+
 def offer(sender: Page, source: Path) -> str:
     """Pick `source` on the sender page; the code it shows."""
     sender.set_input_files("#pick", str(source))
@@ -51,11 +67,10 @@ def browser_to_browser(
     receiver = open_page(context, plane, transport)
     code = offer(sender, source)
     receiver.fill("#code-input", code)
-    with receiver.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
-        receiver.click("#receive-go")
+    download = click_for_download(receiver, "#receive-go", lambda: f"the sender: {state(sender)}")
     saved = tmp_path / "saved" / "payload.bin"
-    started.value.save_as(saved)  # returns once the streamed download is complete
-    assert started.value.suggested_filename == "payload.bin"
+    download.save_as(saved)  # returns once the streamed download is complete
+    assert download.suggested_filename == "payload.bin"
     received = wait_state(receiver, "done", "failed")
     sent = wait_state(sender, "done", "failed")
     return sent, received, source, saved
@@ -177,13 +192,45 @@ def test_the_sender_waits_for_a_receiver_that_left_to_come_back(
     assert "come back" in (sender.text_content("#state") or "")
     second = open_page(context, plane)
     second.fill("#code-input", code)
-    with second.expect_download(timeout=TRANSFER_TIMEOUT_MS) as started:
-        second.click("#receive-go")
+    download = click_for_download(second, "#receive-go", lambda: f"the sender: {state(sender)}")
     saved = tmp_path / "saved" / "again.bin"
-    started.value.save_as(saved)
+    download.save_as(saved)
     assert wait_state(second, "done", "failed")["error"] is None
     assert wait_state(sender, "done", "failed")["error"] is None
     assert sha256_of(saved) == sha256_of(source)
+
+
+# Every RTCDataChannel in the page loses the first message it receives.
+LOSE_FIRST_MESSAGE = """(() => {
+  const onmessage = Object.getOwnPropertyDescriptor(RTCDataChannel.prototype, "onmessage");
+  Object.defineProperty(RTCDataChannel.prototype, "onmessage", {
+    configurable: true,
+    get() { return onmessage.get.call(this); },
+    set(handler) {
+      let lost = false;
+      onmessage.set.call(this, (event) => { if (lost) handler(event); else lost = true; });
+    },
+  });
+})();"""
+
+
+def test_a_sender_that_misses_the_hello_takes_the_receiver_to_the_relay(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The receiver's hello over WebRTC never reaches the sender, which gives WebRTC up after
+    its hello wait and tries the relay; the receiver, which had said hello, follows it there
+    instead of waiting on the abandoned channel."""
+    source = random_file(tmp_path / "late.bin", 3 * 1024 * 1024)
+    sender = open_page(context, plane, init_script=LOSE_FIRST_MESSAGE)
+    receiver = open_page(context, plane)
+    receiver.fill("#code-input", offer(sender, source))
+    download = click_for_download(receiver, "#receive-go", lambda: f"the sender: {state(sender)}")
+    download.save_as(tmp_path / "saved" / "late.bin")
+    received = wait_state(receiver, "done", "failed")
+    sent = wait_state(sender, "done", "failed")
+    assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
+    assert (sent["transport"], received["transport"]) == ("relay", "relay")
+    assert sha256_of(tmp_path / "saved" / "late.bin") == sha256_of(source)
 
 
 def test_a_record_altered_on_the_relay_is_an_integrity_failure(

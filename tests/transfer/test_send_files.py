@@ -156,6 +156,47 @@ async def test_a_flipped_record_is_an_integrity_error(tmp_path: Path) -> None:
         await receiver.recv()
 
 
+class ClosingChannel(QueueChannel):
+    """The sender's end: once the receiver's ``error`` is queued, every send finds it closed."""
+
+    closed = False
+
+    async def send(self, record: bytes) -> None:
+        if self.closed:
+            raise ChannelClosed("closed")
+        await super().send(record)
+
+
+async def test_a_receivers_reason_beats_the_closed_channel(tmp_path: Path) -> None:
+    """The receiver sends ``error`` and closes; the sender, mid-send, reports the reason."""
+    (tmp_path / "big").write_bytes(os.urandom(2 * 1024 * 1024))
+    manifest, locals_, _links = collect([tmp_path / "big"])
+    to_receiver: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+    to_sender: asyncio.Queue[bytes | None] = asyncio.Queue()
+    ks, kr = os.urandom(32), os.urandom(32)
+    channel = ClosingChannel(to_sender, to_receiver)
+    sender = Link(channel, "relay", Sealer(ks), Opener(kr))
+    receiver = Link(QueueChannel(to_receiver, to_sender), "relay", Sealer(kr), Opener(ks))
+
+    async def receiver_stops() -> None:
+        await receiver.recv()  # manifest
+        await receiver.send(
+            proto.control({"t": "have", "files": [{"offset": 0, "sha256": "00" * 32}]})
+        )
+        await receiver.recv()  # plan
+        await receiver.send(proto.control({"t": "go"}))
+        await receiver.recv()  # file
+        await receiver.recv()  # the first data record
+        await receiver.send(proto.control({"t": "error", "message": "altered in transit"}))
+        await to_sender.put(None)
+        channel.closed = True  # the close reaches the sender's sends before its reads
+
+    stopping = asyncio.ensure_future(receiver_stops())
+    with pytest.raises(proto.PeerError, match="altered in transit"):
+        await send_files(sender, manifest, locals_, lambda _n: None)
+    await stopping
+
+
 def test_symlinks_are_left_out_and_name_clashes_refused(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "real").write_text("x")
@@ -172,7 +213,7 @@ def test_symlinks_are_left_out_and_name_clashes_refused(tmp_path: Path) -> None:
 
 
 def test_loopback_only_offers_keep_no_other_candidate() -> None:
-    from openpod.cli.send_peer import only_loopback
+    from openpod.cli.send_connect import only_loopback
 
     sdp = "\r\n".join(
         [

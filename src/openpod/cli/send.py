@@ -100,8 +100,9 @@ def send(
 ) -> None:
     """Send files or directories; prints the code the receiver needs."""
     from openpod.cli import send_run
+    from openpod.cli.send_connect import Options
     from openpod.cli.send_files import collect
-    from openpod.cli.send_peer import Options, TransferFailed
+    from openpod.cli.send_peer import TransferFailed
 
     try:
         manifest, sources, links = collect(paths)
@@ -142,7 +143,7 @@ def receive(
 ) -> None:
     """Receive files sent with ``openpod send`` (run again to resume)."""
     from openpod.cli import send_run
-    from openpod.cli.send_peer import Options
+    from openpod.cli.send_connect import Options
     from openpod.domain.transfer_code import CodeError, parse_code
 
     try:

@@ -24,6 +24,7 @@ from openpod.domain import transfer_protocol as proto
 
 PART = ".openpod-part"
 READ = 1 << 20
+REASON_WAIT = 5.0  # seconds a sender whose channel closed waits for the receiver's reason
 Progress = Callable[[int], None]
 
 
@@ -148,8 +149,10 @@ async def send_files(
                 break  # the receiver stopped: awaiting the replies raises its reason
         await link.send(proto.control({"t": "done"}))
     except ChannelClosed:
-        if replies.done():
-            await replies  # the receiver's own error says more than a closed channel
+        # The receiver's own error says more than a closed channel. It may still sit unread
+        # in what arrived before the close, so let the replies reach it (or the close).
+        with contextlib.suppress(ChannelClosed, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(replies), REASON_WAIT)
         replies.cancel()
         raise
     except BaseException:

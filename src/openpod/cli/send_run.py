@@ -17,15 +17,9 @@ from openpod.adapters.transfer.signal import PeerLeft, SignalClient, SignalError
 from openpod.cli.errors import ExitCode
 from openpod.cli.output import stderr_console
 from openpod.cli.receive_files import receive_files
+from openpod.cli.send_connect import Options, receiver_connect, sender_connect
 from openpod.cli.send_files import Progress, Report, send_files
-from openpod.cli.send_peer import (
-    Options,
-    TransferFailed,
-    WrongCode,
-    key_exchange,
-    receiver_connect,
-    sender_connect,
-)
+from openpod.cli.send_peer import TransferFailed, WrongCode, key_exchange
 from openpod.domain import transfer_protocol as proto
 from openpod.domain.transfer_code import TransferCode
 from openpod.domain.transfer_keys import IntegrityError

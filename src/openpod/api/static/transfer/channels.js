@@ -207,6 +207,7 @@ export class RecordChannel {
     this.end = null;
     this.failure = null;
     this.endWaiters = [];
+    this.arrivalWaiters = [];
     transport.listen((record) => this._arrived(record), (why) => this._ended(why));
   }
 
@@ -219,6 +220,7 @@ export class RecordChannel {
     const reader = this.readers.shift();
     if (reader) reader.resolve(result);
     else this.incoming.push(result);
+    for (const waiter of this.arrivalWaiters.splice(0)) waiter();
   }
 
   _ended(why) {
@@ -227,6 +229,18 @@ export class RecordChannel {
     for (const reader of this.readers.splice(0)) reader.resolve(Promise.resolve({ error: this.end }));
     for (const waiter of this.roomWaiters.splice(0)) waiter();
     for (const waiter of this.endWaiters.splice(0)) waiter();
+    for (const waiter of this.arrivalWaiters.splice(0)) waiter();
+  }
+
+  /** Resolves once a record waits to be read or the channel has ended; reads nothing. */
+  arrived() {
+    if (this.incoming.length || this.end) return Promise.resolve();
+    return new Promise((resolve) => this.arrivalWaiters.push(resolve));
+  }
+
+  /** True when a record waits to be read. */
+  get pending() {
+    return this.incoming.length > 0;
   }
 
   /** The next message: {json: object} or {data: Uint8Array}; rejects after `ms` without one. */

@@ -213,9 +213,17 @@ async function receiverConnect(session, can, iceServers) {
     if (current) waits.push(current.pending);
     const event = await Promise.race(waits);
     if (event.channel) {
-      next.catch(() => {}); // a signaling failure after this is the transfer's business
+      // Kept only once the sender's first record arrives on it: a sender that missed the
+      // hello (it waits HELLO_MS) abandons this transport instead and tries the next.
       await event.channel.sendJson({ t: "hello", v: 1 });
-      return event.channel;
+      await Promise.race([event.channel.arrived(), next]);
+      if (event.channel.pending) {
+        next.catch(() => {}); // a signaling failure after this is the transfer's business
+        return event.channel;
+      }
+      event.channel.close();
+      current = null; // the abandon (already here or coming) is read by the loop
+      continue;
     }
     if (event.failed) {
       current = null; // the sender gives up on it after HELLO_MS and says abandon
