@@ -39,6 +39,7 @@ pytest: deps
 
 bench: deps bench-deps
 	$(BIN)/python -m bench.pod_startup
+	$(BIN)/python -m bench.docker_startup
 	$(BIN)/python -m bench.edge
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.meter
@@ -70,7 +71,8 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 
 # Debian packages the platform and its tests run for real (sshd in pods, bubblewrap to isolate
 # them, PostgreSQL for the store tests, busybox and dash to run the boot script in several
-# shells, SoftHSM2 for the hot wallet's key, Chromium for the /transfer page's tests). Installed only when
+# shells, SoftHSM2 for the hot wallet's key, Chromium for the /transfer page's tests, dockerd and
+# mmdebstrap for the Docker runtime's tests, which build their pod image offline). Installed only when
 # absent; needs root (as on the dev and CI machines).
 system-deps:
 	@missing=""; \
@@ -85,6 +87,8 @@ system-deps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing="$$missing docker.io"; \
+	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -106,7 +106,9 @@ def bare_sshd(root: Path, key: Path) -> list[float]:
     return times
 
 
-def openpod_startup(api: httpx.Client, key: Path, root: Path) -> tuple[list[float], list[float]]:
+def openpod_startup(
+    api: httpx.Client, key: Path, root: Path, image: str = "local"
+) -> tuple[list[float], list[float]]:
     api_ready, ssh_ready = [], []
     for i in range(PODS):
         start = time.perf_counter()
@@ -115,7 +117,7 @@ def openpod_startup(api: httpx.Client, key: Path, root: Path) -> tuple[list[floa
                 "/pods",
                 json={
                     "name": f"b{i}",
-                    "imageName": "local",
+                    "imageName": image,
                     "gpuTypeId": "NVIDIA GeForce RTX 4090",
                     "gpuCount": 1,
                 },

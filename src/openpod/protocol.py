@@ -27,6 +27,7 @@ class PodSpec(BaseModel):
     env: dict[str, str] = {}
     ports: list[str] = []  # ["22/tcp", "8888/http"]
     gpu_indices: list[int] = []
+    gpu_type: str = ""  # the catalog id ("rtx4090"): node labels, per-type limits
     public_keys: list[str] = []
 
 
@@ -55,6 +56,7 @@ class PodReport(BaseModel):
     ssh_available: bool = True
     ssh_user: str | None = None
     ssh_host_key: str | None = None
+    address: str | None = None  # where its ports are reached when not on the node (Pod IP)
     exit_code: int | None = None
     reason: str | None = None
     exited_at: float | None = None  # node clock, when the workload was seen to exit or stop

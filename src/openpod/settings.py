@@ -212,3 +212,13 @@ class NodeSettings(BaseSettings):
     public_host: str = "127.0.0.1"
     bind_host: str = "127.0.0.1"
     stop_grace_seconds: float = 5.0
+    # How pods run here: "local" (namespaced processes), "docker" (containers of dockerd).
+    runtime: Literal["local", "docker"] = "local"
+    docker_host: str = "unix:///var/run/docker.sock"
+    docker_network: Literal["bridge", "host"] = "bridge"  # host: pods share the host's network
+    docker_gpu_driver: str | None = "nvidia"  # None on hosts without the container toolkit
+    docker_pull: bool = True  # pull images the node does not have
+    # Per GPU type (its catalog id; "" for any other), what a pod may use for each GPU it
+    # rents, e.g. OPENPOD_NODE_POD_LIMITS='{"rtx4090": {"cpus": 8, "memory_gib": 48,
+    # "pids": 4096}}'. Empty: no limits.
+    pod_limits: dict[str, dict[str, float]] = {}

@@ -36,8 +36,11 @@ class Platform:
 
 
 @contextlib.contextmanager
-def running_platform(plane_env: dict[str, str] | None = None) -> Iterator[Platform]:
-    """Control plane (with `plane_env`) + one local node + a user with an SSH key."""
+def running_platform(
+    plane_env: dict[str, str] | None = None, node_env: dict[str, str] | None = None
+) -> Iterator[Platform]:
+    """Control plane (with `plane_env`) + one node (local runtime unless `node_env` says
+    otherwise) + a user with an SSH key."""
     root = Path(tempfile.mkdtemp(prefix="openpod-e2e-"))
     plane = ControlPlane(root / "plane", env=plane_env)
     (root / "plane").mkdir()
@@ -49,7 +52,7 @@ def running_platform(plane_env: dict[str, str] | None = None) -> Iterator[Platfo
         clients.append(provider)
         provider.ok("POST", "/providers", json={"payoutWallet": "0x" + "11" * 20})
         created = provider.ok("POST", "/nodes", json={"name": "local"})
-        node = NodeAgentProc(plane, created["token"], root / "node", GPUS)
+        node = NodeAgentProc(plane, created["token"], root / "node", GPUS, node_env)
         node.start()
         wait_node_online(provider, created["id"])
         user = signup(plane.url, "user")

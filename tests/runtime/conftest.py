@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openpod.adapters.runtimes.base import MeterLaunch, PodLaunch, PortRequest
+from openpod.adapters.runtimes.base import MeterLaunch, PodLaunch, PortRequest, ResourceLimits
 from openpod.adapters.runtimes.local import LocalRuntime
 
 
@@ -44,10 +44,20 @@ def make_launch(client_key: Path) -> Callable[..., PodLaunch]:
         gpus: tuple[int, ...] = (),
         ports: tuple[int, ...] = (22,),
         meter: MeterLaunch | None = None,
+        limits: ResourceLimits | None = None,
     ) -> PodLaunch:
         requests = tuple(PortRequest(p, "tcp") for p in ports)
         return PodLaunch(
-            pod_id, generation, "local", command, env or {}, requests, gpus, (public,), meter
+            pod_id,
+            generation,
+            "local",
+            command,
+            env or {},
+            requests,
+            gpus,
+            (public,),
+            meter,
+            limits=limits or ResourceLimits(),
         )
 
     return make

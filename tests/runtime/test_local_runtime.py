@@ -309,7 +309,7 @@ def test_ready_pods_are_not_probed_on_every_look(
     runtime: LocalRuntime, make_launch: Callable[..., PodLaunch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each SSH banner probe is a connection sshd logs: once all is ready, look by /proc only."""
-    from openpod.adapters.runtimes import local, readiness
+    from openpod.adapters.runtimes import _probing, readiness
 
     runtime.start(make_launch())
     wait_phase(runtime, "pod1", RUNNING)
@@ -325,7 +325,7 @@ def test_ready_pods_are_not_probed_on_every_look(
     for _ in range(5):
         assert runtime.observe("pod1").phase is RUNNING
     assert probes == []
-    monkeypatch.setattr(local, "REPROBE_SECONDS", 0.0)
+    monkeypatch.setattr(_probing, "REPROBE_SECONDS", 0.0)
     assert runtime.observe("pod1").ssh_ready
     assert len(probes) == 1
     runtime.stop("pod1", 5)

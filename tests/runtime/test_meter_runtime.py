@@ -185,14 +185,14 @@ def test_remove_kills_a_meter_that_cannot_deliver(
 ) -> None:
     """A meter whose `stopped` is never acked would linger: remove() kills that very process
     after deleting the pod (here one an earlier agent started: not this process's child)."""
-    from openpod.adapters.runtimes import local
+    from openpod.adapters.runtimes import _meters
 
     rt = LocalRuntime(tmp_path / "root", meter_drain_seconds=1.0)
     plane.ack = False
     rt.start(make_launch(meter=MeterLaunch(plane.url, TOKEN, HEARTBEAT)))
     plane.wait(lambda p: len(p.received) >= 1, 10, "started")
     pid = _meter_pid(rt, "pod1")
-    proc = local._METERS.pop(pid)  # as after an agent restart: known by pid + start time only
+    proc = _meters._METERS.pop(pid)  # as after an agent restart: known by pid + start time only
     try:
         began = time.monotonic()
         rt.remove("pod1", 1)

@@ -90,7 +90,14 @@ class ControlPlane(Proc):
 
 
 class NodeAgentProc(Proc):
-    def __init__(self, plane: ControlPlane, token: str, root: Path, gpus: str) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        token: str,
+        root: Path,
+        gpus: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(
             [
                 "node",
@@ -104,7 +111,7 @@ class NodeAgentProc(Proc):
                 "warning",
             ],
             root.parent / f"{root.name}.log",
-            {"OPENPOD_NODE_TOKEN": token, "OPENPOD_NODE_STOP_GRACE_SECONDS": "1"},
+            {"OPENPOD_NODE_TOKEN": token, "OPENPOD_NODE_STOP_GRACE_SECONDS": "1", **(env or {})},
         )
 
 

@@ -12,9 +12,10 @@ from openpod.adapters.runtimes.base import (
     PodObservation,
     PodPhase,
     PodStartError,
+    ResourceLimits,
 )
 from openpod.node.agent import NodeAgent, channel_url, meter_url
-from openpod.node.reconcile import launch_of, reconcile, report_of
+from openpod.node.reconcile import PerGpuLimits, launch_of, limits_for, reconcile, report_of
 from openpod.protocol import PodAssignment, PodSpec, Sync
 
 
@@ -58,7 +59,13 @@ def _want(
     pod_id: str = "p1",
     meter_token: str | None = None,
 ) -> PodAssignment:
-    spec = PodSpec(image="i", ports=["22/tcp", "8888/http"], gpu_indices=[1, 3], public_keys=["k"])
+    spec = PodSpec(
+        image="i",
+        ports=["22/tcp", "8888/http"],
+        gpu_indices=[1, 3],
+        gpu_type="rtx4090",
+        public_keys=["k"],
+    )
     return PodAssignment.model_validate(
         {
             "pod_id": pod_id,
@@ -118,6 +125,20 @@ def test_launch_of_an_assignment_with_a_meter() -> None:
     launch = launch_of(_want("running", meter_token="mt1.p1.1.x"), url)
     assert launch.meter == MeterLaunch(url, "mt1.p1.1.x", 2.5)
     assert launch_of(_want("running", meter_token="mt1.p1.1.x")).meter is None  # no URL
+
+
+def test_limits_by_gpu_type_scale_with_the_gpu_count() -> None:
+    table = {
+        "rtx4090": PerGpuLimits(cpus=8, memory_bytes=32 << 30, pids=4096),
+        "": PerGpuLimits(cpus=2),
+    }
+    launch = launch_of(_want("running"), limits=table)
+    assert launch.gpu_type == "rtx4090"
+    assert launch.limits == ResourceLimits(cpus=16, memory_bytes=64 << 30, pids=4096)
+    assert limits_for(table, "a100", 4) == ResourceLimits(cpus=8)  # the "" row
+    assert limits_for(table, "a100", 0) == ResourceLimits(cpus=2)  # no GPU counts as one
+    assert limits_for({}, "rtx4090", 2) == ResourceLimits()  # no table: no limits
+    assert launch_of(_want("running")).limits == ResourceLimits()
 
 
 def test_exited_at_is_reported() -> None:

@@ -9,9 +9,14 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from openpod.adapters.runtimes.base import Runtime
+    from openpod.node.reconcile import LimitTable
+    from openpod.settings import NodeSettings
 
 
 def _logging(level: str) -> None:
@@ -75,27 +80,36 @@ def node(
     data_dir: Annotated[Path | None, typer.Option(help="Where pods live on this host.")] = None,
     public_host: Annotated[str | None, typer.Option(help="Address users reach pods at.")] = None,
     bind_host: Annotated[str | None, typer.Option(help="Address pod ports listen on.")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="How pods run: local (processes) or docker.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
-    """Run a provider node agent with the local runtime."""
+    """Run a provider node agent (local runtime unless --runtime docker)."""
+    from pydantic import ValidationError
+
     from openpod.adapters.gpus import nvml
-    from openpod.adapters.runtimes.local import LocalRuntime
     from openpod.domain.errors import InvalidGpuSpec
     from openpod.domain.gpus import parse_gpu_declaration
     from openpod.node.agent import NodeAgent, NodeAuthError
     from openpod.protocol import GpuInfo
     from openpod.settings import NodeSettings
 
-    settings = NodeSettings(
-        **_given(
-            api_url=api_url,
-            token=token,
-            gpus=gpus,
-            data_dir=data_dir,
-            public_host=public_host,
-            bind_host=bind_host,
+    try:
+        settings = NodeSettings(
+            **_given(
+                api_url=api_url,
+                token=token,
+                gpus=gpus,
+                data_dir=data_dir,
+                public_host=public_host,
+                bind_host=bind_host,
+                runtime=runtime,
+            )
         )
-    )
+    except ValidationError as error:
+        wrong = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors() if e["loc"])
+        raise typer.BadParameter(f"invalid node settings: {wrong}") from None
     _logging(log_level)
     if not settings.token:
         raise typer.BadParameter("a node token is needed: --token or OPENPOD_NODE_TOKEN")
@@ -105,14 +119,14 @@ def node(
         raise typer.BadParameter(str(error), param_hint="'--gpus'") from None
     if not devices:
         typer.echo("warning: no GPUs found by NVML and none declared (--gpus)", err=True)
-    runtime = LocalRuntime(settings.data_dir, bind_host=settings.bind_host)
     agent = NodeAgent(
         api_url=settings.api_url,
         token=settings.token,
-        runtime=runtime,
+        runtime=_node_runtime(settings),
         gpus=[GpuInfo(index=d.index, type=d.type, uuid=d.uuid) for d in devices],
         public_host=settings.public_host,
         stop_grace=settings.stop_grace_seconds,
+        limits=_limit_table(settings.pod_limits),
     )
     try:
         asyncio.run(_until_signalled(agent.run()))
@@ -121,6 +135,50 @@ def node(
         raise typer.Exit(4) from None
     except KeyboardInterrupt:
         pass
+
+
+def _node_runtime(settings: NodeSettings) -> Runtime:
+    if settings.runtime == "docker":
+        from openpod.adapters.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(
+            settings.data_dir,
+            settings.docker_host,
+            settings.bind_host,
+            network=settings.docker_network,
+            gpu_driver=settings.docker_gpu_driver,
+            pull_missing=settings.docker_pull,
+        )
+    from openpod.adapters.runtimes.local import LocalRuntime
+
+    return LocalRuntime(settings.data_dir, bind_host=settings.bind_host)
+
+
+_LIMIT_KEYS = {"cpus", "memory_gib", "pids"}
+
+
+def _limit_table(rows: dict[str, dict[str, float]]) -> LimitTable:
+    """OPENPOD_NODE_POD_LIMITS as the agent's table; a wrong key or value is named."""
+    from openpod.node.reconcile import PerGpuLimits
+
+    table = {}
+    for gpu_type, row in rows.items():
+        unknown = set(row) - _LIMIT_KEYS
+        if unknown:
+            raise typer.BadParameter(
+                f"pod limits for {gpu_type!r}: unknown {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(_LIMIT_KEYS))})"
+            )
+        if any(value <= 0 for value in row.values()):
+            raise typer.BadParameter(f"pod limits for {gpu_type!r} must be above 0")
+        memory = row.get("memory_gib")
+        pids = row.get("pids")
+        table[gpu_type] = PerGpuLimits(
+            cpus=row.get("cpus"),
+            memory_bytes=int(memory * 1024**3) if memory is not None else None,
+            pids=int(pids) if pids is not None else None,
+        )
+    return table
 
 
 async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from openpod.adapters.runtimes.base import PodPhase, Runtime
-from openpod.node.reconcile import reconcile, report_of
+from openpod.node.reconcile import LimitTable, reconcile, report_of
 from openpod.protocol import (
     GpuInfo,
     Hello,
@@ -67,6 +67,7 @@ class NodeAgent:
         gpus: list[GpuInfo],
         public_host: str,
         stop_grace: float = 5.0,
+        limits: LimitTable | None = None,
     ) -> None:
         self.url = channel_url(api_url)
         self.meter_url = meter_url(api_url)
@@ -75,6 +76,7 @@ class NodeAgent:
         self.gpus = gpus
         self.public_host = public_host
         self.stop_grace = stop_grace
+        self.limits = dict(limits or {})
         self._wanted: dict[str, PodAssignment] = {}
         self._sent: dict[str, PodReport] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -173,7 +175,12 @@ class NodeAgent:
             if self._wanted.get(assignment.pod_id) is not assignment:
                 return  # a newer assignment came in while we waited: it will be applied
             report = await asyncio.to_thread(
-                reconcile, self.runtime, assignment, self.stop_grace, self.meter_url
+                reconcile,
+                self.runtime,
+                assignment,
+                self.stop_grace,
+                self.meter_url,
+                self.limits,
             )
             if assignment.desired == "terminated":
                 self._wanted.pop(assignment.pod_id, None)

@@ -44,6 +44,7 @@ def assignment(session: Session, pod: Pod) -> PodAssignment:
             env=dict(pod.env),
             ports=list(pod.ports),
             gpu_indices=[int(i) for i in pod.gpu_indices],
+            gpu_type=pod.gpu_type_id,
             public_keys=keys,
         ),
     )

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
+
+MIN_CPUS = 0.01  # the kernel's least CFS quota is 1 ms a period
+MIN_MEMORY_BYTES = 1 << 20  # below a MiB not even the pod's first shell can run
+MAX_MEMORY_BYTES = 1 << 60  # the kernel takes 2**70 silently as 0 (it wraps): refuse it here
 
 
 class RuntimeError_(Exception):
@@ -37,6 +42,45 @@ class MeterLaunch:
 
 
 @dataclass(frozen=True)
+class ResourceLimits:
+    """What one pod may use of its host; None: no limit of that kind.
+
+    The node agent computes them from the pod's GPU type and count (settings
+    `node_limits`); each runtime enforces them its own way (cgroups, Docker's HostConfig,
+    Kubernetes resources.limits).
+    """
+
+    cpus: float | None = None  # CPU cores, fractions allowed
+    memory_bytes: int | None = None
+    pids: int | None = None  # processes and threads together
+
+
+def check_limits(limits: ResourceLimits) -> None:
+    """PodStartError naming every limit that no kernel would take (checked before anything)."""
+    problems = []
+    cpus = limits.cpus
+    if cpus is not None and (
+        isinstance(cpus, bool)
+        or not isinstance(cpus, int | float)
+        or not math.isfinite(cpus)
+        or cpus < MIN_CPUS
+    ):
+        problems.append(f"cpus must be a number of CPU cores of at least {MIN_CPUS}, not {cpus!r}")
+    for name, value, least in (
+        ("memory_bytes", limits.memory_bytes, MIN_MEMORY_BYTES),
+        ("pids", limits.pids, 1),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{name} must be a whole number, not {value!r}")
+        elif value is not None and value < least:
+            problems.append(f"{name} must be at least {least}, not {value}")
+    if limits.memory_bytes is not None and limits.memory_bytes > MAX_MEMORY_BYTES:
+        problems.append(f"memory_bytes must be at most {MAX_MEMORY_BYTES}")
+    if problems:
+        raise PodStartError("invalid resource limits: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
 class PodLaunch:
     """Everything a runtime needs to start (or resume) one pod run."""
 
@@ -49,6 +93,8 @@ class PodLaunch:
     gpu_indices: tuple[int, ...]
     public_keys: tuple[str, ...]  # authorized_keys lines (account keys + optional per-pod key)
     meter: MeterLaunch | None = None  # None: no meter (tests of the runtime alone)
+    gpu_type: str = ""  # the catalog id of the pod's GPUs ("" for CPU pods or unknown)
+    limits: ResourceLimits = ResourceLimits()
 
 
 class PodPhase(enum.StrEnum):
@@ -75,6 +121,7 @@ class PodObservation:
     exit_code: int | None = None
     reason: str | None = None
     exited_at: float | None = None  # wall clock, when the exit or stop was recorded
+    address: str | None = None  # where the ports are reached when not on the node (a Pod IP)
 
 
 class Runtime(Protocol):

@@ -24,6 +24,10 @@ by this runtime in a session of its own, outside the pod's namespaces, watching 
 pid + start time, its token in its environment only. observe() starts it again if it dies
 while the pod runs (it replays its journal); stop and remove leave it to see the workload's
 exit and send `stopped` itself. The pod sees nothing of root_dir (a tmpfs hides it).
+
+A run with resource limits (`launch.limits`) gets a cgroup of its own (_cgroups.py), which
+its leader joins before it forks anything and the meter never joins; stop and remove delete
+it, and an agent restart finds it again by name. A run without limits touches no cgroup.
 """
 
 from __future__ import annotations
@@ -32,19 +36,15 @@ import logging
 import os
 import pwd
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from openpod.adapters.runtimes import _procs, readiness
+from openpod.adapters.runtimes import _cgroups, _meters, _procs, readiness
 from openpod.adapters.runtimes._launch import (
     BOOT_SCRIPT,
     POD_RUN_DIR,
-    meter_argv,
-    meter_env,
     pod_env,
     pod_passwd,
     unshare_argv,
@@ -62,23 +62,21 @@ from openpod.adapters.runtimes._podfiles import (
     write_atomic,
     write_secret,
 )
+from openpod.adapters.runtimes._probing import Prober
 from openpod.adapters.runtimes.base import (
     PodLaunch,
     PodObservation,
     PodPhase,
     PodStartError,
     RuntimeError_,
+    check_limits,
 )
 
 log = logging.getLogger("openpod.runtime")
 
-REPROBE_SECONDS = 10.0  # how long an all-ready probe result is trusted
-METER_RESTART_SECONDS = 1.0  # least time between two starts of one pod's meter
-
 # Leaders this process started, by pid: only the parent can reap them and learn the exit
 # code. Shared by every LocalRuntime instance of the process, as are the per-pod locks.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_METERS: dict[int, subprocess.Popen[bytes]] = {}  # meters this process started, to reap
 _LOCKS: dict[tuple[Path, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -118,10 +116,8 @@ class LocalRuntime:
         self.replace_grace_seconds = replace_grace_seconds
         self.bubblewrap = bubblewrap
         self.meter_drain_seconds = meter_drain_seconds
-        self._meter_started: dict[str, float] = {}  # pod id -> monotonic time of last start
-        self._probe_host = readiness.probe_host(bind_host)
-        # (pod id, generation) -> (when, ready ports) of the last probe that found all ready
-        self._ready: dict[tuple[str, int], tuple[float, tuple[int, ...]]] = {}
+        self._prober = Prober(bind_host, probe_timeout)
+        self._meters = _meters.MeterKeeper(lambda pod_id: _lock(self.root_dir, pod_id))
         try:
             user = pwd.getpwuid(os.geteuid())
             self._user_name, self._user_home = user.pw_name, user.pw_dir
@@ -133,6 +129,7 @@ class LocalRuntime:
     def start(self, launch: PodLaunch) -> PodObservation:
         """Start this generation of the pod, or return it if it already runs."""
         paths = PodPaths.of(self.root_dir, launch.pod_id)
+        check_limits(launch.limits)  # before anything is made
         with _lock(self.root_dir, launch.pod_id):
             old = read_state(paths)
             if old is not None and self._alive(paths, old) and not old.stopped:
@@ -144,30 +141,32 @@ class LocalRuntime:
                     )
                 self._stop_locked(paths, old, self.replace_grace_seconds)
             tools = self._check_host()
-            paths.make()
-            shutil.copyfile(BOOT_SCRIPT, paths.boot / "boot.sh")
-            paths.boot_status.unlink(missing_ok=True)
-            paths.exit.unlink(missing_ok=True)
-            (paths.ssh / "sshd.log").unlink(missing_ok=True)  # judged afresh for each run
-            with _lock(self.root_dir, ".ports"):
-                try:
-                    ports = readiness.allocate_ports(
-                        self.bind_host,
-                        [22, *(p.port for p in launch.ports)],  # no sshd on host port 22
-                        self._ports_of_live_pods(except_pod=launch.pod_id),
-                        old.ports if old is not None else {},
-                    )
-                except OSError as exc:
-                    raise PodStartError(str(exc)) from exc
-                state = self._spawn(paths, launch, ports, tools)
-                write_atomic(paths.state, state.to_json())
+            # A fresh cgroup where the pod has limits (an earlier run's goes), gone on error.
+            with _cgroups.pod_group(self.root_dir, launch.pod_id, launch.limits) as group:
+                paths.make()
+                shutil.copyfile(BOOT_SCRIPT, paths.boot / "boot.sh")
+                paths.boot_status.unlink(missing_ok=True)
+                paths.exit.unlink(missing_ok=True)
+                (paths.ssh / "sshd.log").unlink(missing_ok=True)  # judged afresh for each run
+                with _lock(self.root_dir, ".ports"):
+                    try:
+                        ports = readiness.allocate_ports(
+                            self.bind_host,
+                            [22, *(p.port for p in launch.ports)],  # no sshd on host port 22
+                            self._ports_of_live_pods(except_pod=launch.pod_id),
+                            old.ports if old is not None else {},
+                        )
+                    except OSError as exc:
+                        raise PodStartError(str(exc)) from exc
+                    state = self._spawn(paths, launch, ports, tools, group)
+                    write_atomic(paths.state, state.to_json())
             paths.meter_token.unlink(missing_ok=True)
             if launch.meter is not None:
                 write_secret(paths.meter_token, launch.meter.token)
                 state.meter = MeterRecord(
                     launch.meter.url, launch.meter.heartbeat_s, launch.gpu_indices
                 )
-                self._start_meter(paths, state, launch.meter.token)
+                self._meters.start(paths, state, launch.meter.token)
                 write_atomic(paths.state, state.to_json())
         return self.observe(launch.pod_id)
 
@@ -179,7 +178,7 @@ class LocalRuntime:
             return PodObservation(pod_id, 0, PodPhase.ABSENT, ssh_user=self._user_name)
         obs = PodObservation(pod_id, state.generation, PodPhase.STOPPED, ssh_user=self._user_name)
         obs.ssh_host_key = self._host_key(paths)
-        _reap_meters()
+        _meters.reap()
         if state.stopped:
             obs.reason = "stopped"
             obs.exit_code = recorded_exit(paths, state)
@@ -196,10 +195,11 @@ class LocalRuntime:
             obs.exited_at = recorded_exit_at(paths, state)
             if obs.exited_at is None:  # not ours to reap (adopted): its exit is seen now
                 obs.exited_at = record_exit(paths, state, None)
+            obs.reason += _cgroups.oom_note(self.root_dir, pod_id, state.launch)
             return obs
-        self._keep_meter(paths, state)
+        self._meters.keep(paths, state, self._alive)
         obs.port_mappings = dict(state.ports)
-        self._probe(paths, state, obs)
+        self._prober.probe(paths, state, obs)
         return obs
 
     def stop(self, pod_id: str, grace_seconds: float) -> PodObservation:
@@ -219,13 +219,12 @@ class LocalRuntime:
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
             meter = state.meter if state is not None else None
+            _cgroups.release(self.root_dir, pod_id)  # a leftover too; raises if it holds processes
             if meter is not None:  # let it send `stopped` before its journal goes
-                deadline = time.monotonic() + self.meter_drain_seconds
-                while _meter_alive(meter) and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                _meters.drain(meter, self.meter_drain_seconds)
             shutil.rmtree(paths.pod, ignore_errors=True)
             if meter is not None:
-                _kill_meter(meter)
+                _meters.kill(meter)
             if paths.pod.exists():
                 raise RuntimeError_(f"pod {pod_id}: could not delete {paths.pod}")
 
@@ -254,7 +253,12 @@ class LocalRuntime:
         return {name: path for name, path in tools.items() if path is not None}
 
     def _spawn(
-        self, paths: PodPaths, launch: PodLaunch, ports: dict[int, int], tools: dict[str, str]
+        self,
+        paths: PodPaths,
+        launch: PodLaunch,
+        ports: dict[int, int],
+        tools: dict[str, str],
+        group: _cgroups.PodCgroup | None,
     ) -> PodState:
         passwd = ""
         if self._user_home:  # a uid without a passwd entry: sshd will refuse logins anyway
@@ -268,14 +272,14 @@ class LocalRuntime:
             open(paths.run / "stderr.log", "wb") as err,
         ):
             try:
-                proc = subprocess.Popen(
+                proc = _cgroups.start_leader(
                     argv,
-                    stdin=subprocess.DEVNULL,
+                    group,
+                    sh=tools["sh"],
                     stdout=out,
                     stderr=err,
                     env=pod_env(launch, ports, self.bind_host),
                     cwd=paths.workspace,
-                    start_new_session=True,
                 )
             except OSError as exc:
                 raise PodStartError(f"cannot start the pod: {exc}") from exc
@@ -315,61 +319,7 @@ class LocalRuntime:
         state.stopped = True
         state.exited_at = recorded_exit_at(paths, state) or time.time()
         write_atomic(paths.state, state.to_json())
-
-    def _start_meter(self, paths: PodPaths, state: PodState, token: str) -> None:
-        """Start the run's meter in a session of its own; record its pid in `state`."""
-        meter = state.meter
-        assert meter is not None
-        self._meter_started[state.pod_id] = time.monotonic()
-        argv = meter_argv(sys.executable, paths, state, meter)
-        with open(paths.meter_log, "ab") as out:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    env=meter_env(token),
-                    cwd="/",
-                    start_new_session=True,
-                )
-            except OSError as exc:  # the pod runs on; observe() tries again
-                log.warning("pod %s: cannot start its meter: %s", state.pod_id, exc)
-                return
-        _METERS[proc.pid] = proc
-        meter.pid, meter.start_time = proc.pid, _procs.start_time(proc.pid) or 0
-
-    def _keep_meter(self, paths: PodPaths, state: PodState) -> None:
-        """A running pod whose meter died gets a new one (it replays its journal), unless the
-        journal says the run is done; at most once per METER_RESTART_SECONDS."""
-        meter = state.meter
-        if meter is None or _meter_alive(meter):
-            return
-        if (paths.meter_journal(state.generation) / "done").exists():
-            return
-        last = self._meter_started.get(state.pod_id)
-        if last is not None and time.monotonic() - last < METER_RESTART_SECONDS:
-            return
-        lock = _lock(self.root_dir, state.pod_id)
-        if not lock.acquire(blocking=False):
-            return  # being started, stopped or removed: look again next time
-        try:
-            fresh = read_state(paths)
-            token = read_text(paths.meter_token)
-            if (
-                fresh is None
-                or fresh.stopped
-                or fresh.meter is None
-                or _meter_alive(fresh.meter)
-                or not token
-                or not self._alive(paths, fresh)
-            ):
-                return
-            log.info("pod %s: its meter is gone, starting it again", state.pod_id)
-            self._start_meter(paths, fresh, token)
-            write_atomic(paths.state, fresh.to_json())
-        finally:
-            lock.release()
+        _cgroups.release(self.root_dir, state.pod_id)
 
     def _ports_of_live_pods(self, except_pod: str) -> set[int]:
         taken: set[int] = set()
@@ -386,76 +336,3 @@ class LocalRuntime:
     def _host_key(self, paths: PodPaths) -> str | None:
         text = read_text(paths.host_key_pub)
         return " ".join(text.split()[:2]) if text else None
-
-    def _probe(self, paths: PodPaths, state: PodState, obs: PodObservation) -> None:
-        """Readiness by TCP probes; once everything is ready, probed again only every
-        REPROBE_SECONDS (each SSH banner probe is a connection sshd logs)."""
-        key = (paths.pod.name, state.generation)
-        cached = self._ready.get(key)
-        if cached is not None and time.monotonic() - cached[0] < REPROBE_SECONDS:
-            obs.ssh_ready, obs.ready_ports = True, cached[1]
-            obs.phase = PodPhase.RUNNING
-            return
-        self._probe_now(paths, state, obs)
-        if obs.ssh_ready and set(obs.ready_ports) == set(state.ports):
-            self._ready[key] = (time.monotonic(), obs.ready_ports)
-        else:
-            self._ready.pop(key, None)
-
-    def _probe_now(self, paths: PodPaths, state: PodState, obs: PodObservation) -> None:
-        status = (read_text(paths.boot_status) or "").strip()
-        ssh_port = state.ports.get(22)
-        ready: list[int] = []
-        if status.startswith("ssh=unavailable") or ssh_port is None:
-            obs.ssh_available = False
-            obs.reason = status.removeprefix("ssh=") or "no SSH port"
-        elif status == "ssh=started":
-            obs.ssh_ready = readiness.ssh_banner(self._probe_host, ssh_port, self.probe_timeout)
-            if not obs.ssh_ready and "Cannot bind any address" in (
-                read_text(paths.ssh / "sshd.log") or ""
-            ):
-                obs.ssh_available = False
-                obs.reason = f"unavailable: sshd cannot bind port {ssh_port}"
-        for cport, hport in sorted(state.ports.items()):
-            # SSH answered its banner already: no second connection to its port.
-            if (cport == 22 and obs.ssh_ready) or readiness.port_open(
-                self._probe_host, hport, self.probe_timeout
-            ):
-                ready.append(cport)
-        obs.ready_ports = tuple(ready)
-        started = obs.ssh_ready or not obs.ssh_available
-        obs.phase = PodPhase.RUNNING if started else PodPhase.STARTING
-
-
-def _reap_meters() -> None:
-    """Collect the exit of every meter this process started that has ended (no zombies)."""
-    for pid, proc in list(_METERS.items()):
-        if proc.poll() is not None:
-            _METERS.pop(pid, None)
-
-
-def _meter_alive(meter: MeterRecord) -> bool:
-    _reap_meters()
-    return meter.pid > 0 and _procs.is_alive(meter.pid, meter.start_time)
-
-
-def _kill_meter(meter: MeterRecord) -> None:
-    """SIGKILL that very meter (pid + start time), if it still runs; reap it if ours."""
-    if not _meter_alive(meter):
-        return
-    proc = _METERS.pop(meter.pid, None)
-    if proc is not None:
-        proc.kill()
-        proc.wait()
-        return
-    try:
-        pidfd = os.pidfd_open(meter.pid)
-    except OSError:
-        return  # gone already
-    try:
-        if _procs.is_alive(meter.pid, meter.start_time):  # so the pidfd names that meter
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(pidfd)
