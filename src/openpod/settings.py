@@ -212,8 +212,9 @@ class NodeSettings(BaseSettings):
     public_host: str = "127.0.0.1"
     bind_host: str = "127.0.0.1"
     stop_grace_seconds: float = 5.0
-    # How pods run here: "local" (namespaced processes), "docker" (containers of dockerd).
-    runtime: Literal["local", "docker"] = "local"
+    # How pods run here: "local" (namespaced processes), "docker" (containers of dockerd),
+    # "kubernetes" (bare Pods of a cluster; docs/kubernetes.md).
+    runtime: Literal["local", "docker", "kubernetes"] = "local"
     docker_host: str = "unix:///var/run/docker.sock"
     docker_network: Literal["bridge", "host"] = "bridge"  # host: pods share the host's network
     docker_gpu_driver: str | None = "nvidia"  # None on hosts without the container toolkit
@@ -222,3 +223,16 @@ class NodeSettings(BaseSettings):
     # rents, e.g. OPENPOD_NODE_POD_LIMITS='{"rtx4090": {"cpus": 8, "memory_gib": 48,
     # "pids": 4096}}'. Empty: no limits.
     pod_limits: dict[str, dict[str, float]] = {}
+    # The Kubernetes runtime: one of kube_kubeconfig (+ kube_context), kube_service_account
+    # (in-cluster) or kube_server with kube_token (+ kube_ca_file for https).
+    kube_kubeconfig: str | None = None
+    kube_context: str | None = None
+    kube_service_account: str | None = None
+    kube_server: str | None = None
+    kube_token: SecretStr | None = None
+    kube_ca_file: str | None = None
+    kube_namespace: str = "openpod"
+    kube_gpu_type_label: str = "openpod.io/gpu-type"
+    kube_storage_class: str | None = None
+    kube_workspace_size: str = "20Gi"
+    kube_meter_image: str = "openpod/meter:latest"

@@ -63,6 +63,42 @@ def test_running_pod_records_its_commands_urls_and_ready_times(db: Database) -> 
         assert (pod.ssh_command, pod.http_urls, pod.ready_at) == (None, {}, {})
 
 
+def test_a_pod_with_its_own_address_is_reached_there(db: Database) -> None:
+    """A Kubernetes pod reports its Pod IP: the edge and the gateway dial it on the container
+    ports; users get the gateway command only (a Pod IP is reached inside the cluster)."""
+    user_id, _ = _setup(db)
+    with db.transaction() as s:
+        user = s.get(Account, user_id)
+        assert user is not None
+        accounts.add_ssh_key(s, user, ED25519, None)
+        pod = pods.create_pod(s, user, _request())
+        assert pod.node_id is not None
+        pod_id, node_id = pod.id, pod.node_id
+    report = PodReport(pod_id=pod_id, generation=1, phase="running", ssh_ready=True,
+                       port_mappings={"22": 22, "8888": 8888}, ready_ports=[22, 8888],
+                       address="127.0.0.42")  # fmt: skip
+    with db.transaction() as s:
+        node_channel.apply_report(s, node_id, report, LINKS)
+    with db.transaction(readonly=True) as s:
+        seen = s.get(Pod, pod_id)
+        assert seen is not None
+        assert connect.target_host(seen) == "127.0.0.42"
+        assert connect.direct_command(seen) is None
+        assert seen.ssh_command == f"ssh -J openpod@gw.example:2222 root@{pod_id}"
+    directory = StoreDirectory(db)
+    caller = asyncio.run(directory.caller_for_key(ED25519))
+    assert caller is not None
+    target = asyncio.run(directory.target_for(caller, pod_id))
+    assert (target.host, target.port) == ("127.0.0.42", 22)
+    with db.transaction() as s:
+        node_channel.apply_report(
+            s, node_id, PodReport(pod_id=pod_id, generation=1, phase="exited", exit_code=0), LINKS
+        )
+    with db.transaction(readonly=True) as s:
+        ended = s.get(Pod, pod_id)
+        assert ended is not None and ended.address is None
+
+
 def test_urls_leave_out_the_schemes_default_port() -> None:
     plain = connect.ConnectSettings(proxy_domain="Proxy.Localhost", proxy_port=8480)
     assert connect.http_url(plain, "abc", 8888) == "http://abc-8888.proxy.localhost:8480/"

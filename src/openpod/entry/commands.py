@@ -81,14 +81,16 @@ def node(
     public_host: Annotated[str | None, typer.Option(help="Address users reach pods at.")] = None,
     bind_host: Annotated[str | None, typer.Option(help="Address pod ports listen on.")] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="How pods run: local (processes) or docker.")
+        str | None,
+        typer.Option(help="How pods run: local (processes), docker or kubernetes."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
-    """Run a provider node agent (local runtime unless --runtime docker)."""
+    """Run a provider node agent (local runtime unless --runtime docker|kubernetes)."""
     from pydantic import ValidationError
 
     from openpod.adapters.gpus import nvml
+    from openpod.adapters.runtimes.base import RuntimeError_
     from openpod.domain.errors import InvalidGpuSpec
     from openpod.domain.gpus import parse_gpu_declaration
     from openpod.node.agent import NodeAgent, NodeAuthError
@@ -119,14 +121,20 @@ def node(
         raise typer.BadParameter(str(error), param_hint="'--gpus'") from None
     if not devices:
         typer.echo("warning: no GPUs found by NVML and none declared (--gpus)", err=True)
+    limits = _limit_table(settings.pod_limits)
+    try:
+        node_runtime = _node_runtime(settings)
+    except RuntimeError_ as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     agent = NodeAgent(
         api_url=settings.api_url,
         token=settings.token,
-        runtime=_node_runtime(settings),
+        runtime=node_runtime,
         gpus=[GpuInfo(index=d.index, type=d.type, uuid=d.uuid) for d in devices],
         public_host=settings.public_host,
         stop_grace=settings.stop_grace_seconds,
-        limits=_limit_table(settings.pod_limits),
+        limits=limits,
     )
     try:
         asyncio.run(_until_signalled(agent.run()))
@@ -135,9 +143,32 @@ def node(
         raise typer.Exit(4) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        close = getattr(node_runtime, "close", None)
+        if close is not None:  # its connections; the pods keep running
+            close()
 
 
 def _node_runtime(settings: NodeSettings) -> Runtime:
+    if settings.runtime == "kubernetes":
+        from openpod.adapters.runtimes.kubernetes import KubernetesConfig, KubernetesRuntime
+
+        token = settings.kube_token.get_secret_value() if settings.kube_token else None
+        return KubernetesRuntime(
+            KubernetesConfig(
+                server=settings.kube_server,
+                token=token,
+                ca_file=settings.kube_ca_file,
+                kubeconfig=settings.kube_kubeconfig,
+                context=settings.kube_context,
+                service_account=settings.kube_service_account,
+                namespace=settings.kube_namespace,
+                gpu_type_label=settings.kube_gpu_type_label,
+                storage_class=settings.kube_storage_class,
+                workspace_size=settings.kube_workspace_size,
+                meter_image=settings.kube_meter_image,
+            )
+        )
     if settings.runtime == "docker":
         from openpod.adapters.runtimes.docker import DockerRuntime
 

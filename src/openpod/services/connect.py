@@ -45,9 +45,17 @@ def http_url(settings: ConnectSettings, pod_id: str, port: int) -> str:
     return f"{settings.proxy_scheme}://{route_host(settings, pod_id, port)}{suffix}/"
 
 
+def target_host(pod: Pod) -> str | None:
+    """Where the edge and the gateway reach the pod's ports: its own address (a Pod IP)
+    when its node reported one, else its node's public host."""
+    return pod.address or pod.public_host
+
+
 def direct_command(pod: Pod) -> str | None:
+    """`ssh user@host -p port` where users can reach the pod's port themselves; none for a
+    pod with an address of its own (a Pod IP is reached only inside its cluster)."""
     port = pod.port_mappings.get("22")
-    if not (pod.ssh_ready and port and pod.public_host):
+    if not (pod.ssh_ready and port and pod.public_host) or pod.address:
         return None
     return f"ssh {pod.ssh_user or 'root'}@{pod.public_host} -p {port}"
 

@@ -43,7 +43,8 @@ class EdgeRouter:
         self._lock = asyncio.Lock()
 
     def routes_for(self, pod: Pod) -> list[Route]:
-        if pod.status not in _LIVE or not pod.public_host:
+        target = connect.target_host(pod)
+        if pod.status not in _LIVE or not target:
             return []
         token = None
         if pod.private:
@@ -55,7 +56,7 @@ class EdgeRouter:
                 continue
             host = connect.route_host(self.links, pod.id, port)
             try:
-                routes.append(Route(host, f"{pod.public_host}:{mapped}", token))
+                routes.append(Route(host, f"{target}:{mapped}", token))
             except InvalidRoute as error:  # e.g. a node that declared a name, not an address
                 log.warning("pod %s port %d cannot be routed: %s", pod.id, port, error)
         return routes

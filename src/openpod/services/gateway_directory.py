@@ -12,6 +12,7 @@ from openpod.adapters.store import Account, Database, Pod, SSHKey
 from openpod.domain.errors import InvalidSSHKey
 from openpod.domain.lifecycle import PodStatus
 from openpod.domain.sshkeys import parse_public_key
+from openpod.services import connect
 
 
 class StoreDirectory:
@@ -55,6 +56,7 @@ def target(session: Session, caller: Caller, pod_id: str) -> PodTarget:
     if not pod.ssh_available:
         raise Refused(f"pod {pod_id} has no SSH (its image has no sshd)")
     port = pod.port_mappings.get("22")
-    if not (pod.ssh_ready and port and pod.public_host):
+    target = connect.target_host(pod)
+    if not (pod.ssh_ready and port and target):
         raise Refused(f"pod {pod_id} is starting: SSH is not ready yet")
-    return PodTarget(pod_id=pod.id, host=pod.public_host, port=int(port))
+    return PodTarget(pod_id=pod.id, host=target, port=int(port))

@@ -116,6 +116,7 @@ def apply_report(
         pod.ssh_available = report.ssh_available
         pod.ssh_user = report.ssh_user
         pod.ssh_host_key = report.ssh_host_key or pod.ssh_host_key
+        pod.address = report.address
     event = _event_for(report)
     if event is not None and can(status, event):
         if event is PodEvent.REMOVED and status is not PodStatus.TERMINATING:
@@ -136,6 +137,7 @@ def apply_report(
             pod.ssh_ready = False
             pod.ready_ports = []
             pod.port_mappings = {}
+            pod.address = None
             connect.clear(pod)
     if pod.status in (PodStatus.STARTING.value, PodStatus.RUNNING.value):
         connect.record(links, pod)

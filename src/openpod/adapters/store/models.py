@@ -162,6 +162,9 @@ class Pod(Base):
     # Grows at every change of what the node is told (desired status, run, spec).
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     public_host: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Where the edge and the gateway reach the pod's ports when not at its node's address
+    # (a Kubernetes Pod IP, reached inside the cluster); None: public_host + mapped ports.
+    address: Mapped[str | None] = mapped_column(String(255), default=None)
     port_mappings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"22": 40123}
     ready_ports: Mapped[list[Any]] = mapped_column(default=list)
     ssh_ready: Mapped[bool] = mapped_column(Boolean, default=False)
