@@ -27,7 +27,9 @@ from openpod.adapters.runtimes._podfiles import (
     read_state,
     read_text,
     write_atomic,
+    write_secret,
 )
+from openpod.adapters.runtimes.base import PodLaunch
 
 log = logging.getLogger("openpod.runtime")
 
@@ -86,6 +88,17 @@ class MeterKeeper:
     def __init__(self, lock_of: LockOf) -> None:
         self._lock_of = lock_of
         self._started: dict[str, float] = {}  # pod id -> monotonic time of last start
+
+    def begin(self, paths: PodPaths, state: PodState, launch: PodLaunch) -> None:
+        """A new run's meter, if it has one: its token kept in a 0600 file (to start it
+        again), its record in the run's state; `state` is written either way."""
+        paths.meter_token.unlink(missing_ok=True)
+        meter = launch.meter
+        if meter is not None:
+            write_secret(paths.meter_token, meter.token)
+            state.meter = MeterRecord(meter.url, meter.heartbeat_s, launch.gpu_indices)
+            self.start(paths, state, meter.token)
+        write_atomic(paths.state, state.to_json())
 
     def start(self, paths: PodPaths, state: PodState, token: str) -> None:
         """Start the run's meter in a session of its own; record its pid in `state`."""

@@ -42,7 +42,6 @@ from openpod.adapters.runtimes import _meters, _procs, readiness
 from openpod.adapters.runtimes._dockerapi import DockerApi, DockerError, NotFound
 from openpod.adapters.runtimes._launch import BOOT_SCRIPT, POD_RUN_DIR, pod_env
 from openpod.adapters.runtimes._podfiles import (
-    MeterRecord,
     PodPaths,
     PodState,
     launch_record,
@@ -51,7 +50,6 @@ from openpod.adapters.runtimes._podfiles import (
     record_exit,
     recorded_exit,
     write_atomic,
-    write_secret,
 )
 from openpod.adapters.runtimes._probing import Prober
 from openpod.adapters.runtimes.base import (
@@ -171,15 +169,7 @@ class DockerRuntime:
                 launch={**launch_record(launch), "ssh_user": _user_of(image)},
                 started_at=time.time(),
             )
-            write_atomic(paths.state, state.to_json())
-            paths.meter_token.unlink(missing_ok=True)
-            if launch.meter is not None:
-                write_secret(paths.meter_token, launch.meter.token)
-                state.meter = MeterRecord(
-                    launch.meter.url, launch.meter.heartbeat_s, launch.gpu_indices
-                )
-                self._meters.start(paths, state, launch.meter.token)
-                write_atomic(paths.state, state.to_json())
+            self._meters.begin(paths, state, launch)
         return self.observe(launch.pod_id)
 
     def observe(self, pod_id: str) -> PodObservation:

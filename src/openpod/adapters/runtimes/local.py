@@ -50,7 +50,6 @@ from openpod.adapters.runtimes._launch import (
     unshare_argv,
 )
 from openpod.adapters.runtimes._podfiles import (
-    MeterRecord,
     PodPaths,
     PodState,
     launch_record,
@@ -60,7 +59,6 @@ from openpod.adapters.runtimes._podfiles import (
     recorded_exit,
     recorded_exit_at,
     write_atomic,
-    write_secret,
 )
 from openpod.adapters.runtimes._probing import Prober
 from openpod.adapters.runtimes.base import (
@@ -160,14 +158,7 @@ class LocalRuntime:
                         raise PodStartError(str(exc)) from exc
                     state = self._spawn(paths, launch, ports, tools, group)
                     write_atomic(paths.state, state.to_json())
-            paths.meter_token.unlink(missing_ok=True)
-            if launch.meter is not None:
-                write_secret(paths.meter_token, launch.meter.token)
-                state.meter = MeterRecord(
-                    launch.meter.url, launch.meter.heartbeat_s, launch.gpu_indices
-                )
-                self._meters.start(paths, state, launch.meter.token)
-                write_atomic(paths.state, state.to_json())
+            self._meters.begin(paths, state, launch)
         return self.observe(launch.pod_id)
 
     def observe(self, pod_id: str) -> PodObservation:
