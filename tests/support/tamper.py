@@ -15,6 +15,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.net import free_port
 
+DRAIN_SECONDS = 5.0
+
 
 class TamperingProxy:
     """`with TamperingProxy(url, flip_after_bytes=N) as proxy:` — use `proxy.url` as the API."""
@@ -77,6 +79,10 @@ class TamperingProxy:
             tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
             with contextlib.suppress(ConnectionClosed):
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                # One way ended (say a close crossed data going the other way): the other way
+                # still delivers what it has already read, as a real relay's TCP would (a
+                # receiver's last `error` must not be lost here), then ends with its side.
+                await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from openpod.services.signaling import TransferLimits, TransferRefused, TransferRooms
-from openpod.services.transfer_relay import Relay, RelayEnd, TransferRelays
+from openpod.services.transfer_relay import PeerGone, Relay, RelayEnd, TransferRelays
 
 
 class Clock:
@@ -136,6 +136,29 @@ async def test_when_one_side_leaves_the_other_is_closed_and_the_room_may_relay_a
     assert again is not relay
     await relays.leave(relay, receiver)
     assert relays.relays[bytes.fromhex(room)] is again
+
+
+async def test_a_departing_side_still_delivers_what_it_sent_before_closing() -> None:
+    """The receiver sends its last frame (an error) and closes. The sender's frames for it
+    fail first (its socket saw the close before its reader got to the error): that must not
+    close the sender, whose copy of the error is still to come."""
+    rooms, relays, _ = setup()
+    room = open_room(rooms)
+    relay, sender, sender_out = join(relays, room, "sender")
+    gone = FakeEnd()
+
+    async def refuse(frame: bytes) -> None:
+        raise PeerGone
+
+    _, receiver = relays.join(room, "receiver", refuse, gone.close)
+    sender.ready.set()
+    receiver.ready.set()
+    await relay.forward("sender", b"data the receiver will never read")  # dropped, no error
+    assert not sender_out.closed and not relay.ended
+    await relay.forward("receiver", b"the receiver's error")
+    assert sender_out.frames == [b"the receiver's error"]
+    await relays.leave(relay, receiver)
+    assert sender_out.closed
 
 
 async def test_an_unpaired_side_that_leaves_frees_the_relay() -> None:

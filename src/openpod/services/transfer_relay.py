@@ -27,6 +27,11 @@ SIDES = ("sender", "receiver")
 _ROOM_HEX = re.compile(r"[0-9a-f]{32}")
 
 
+class PeerGone(Exception):
+    """Raised by an end's `send` when that end's connection is gone (its own reader will see
+    it and leave): the frame is dropped, and the side that sent it stays connected."""
+
+
 @dataclass(eq=False)
 class RelayEnd:
     """One side's connection: how to send it a frame, how to close it."""
@@ -64,7 +69,13 @@ class Relay:
         if peer is None or self.ended:
             raise TransferRefused("not-in-room", "the other side left the relay")
         await peer.ready.wait()
-        await peer.send(frame)
+        try:
+            await peer.send(frame)
+        except PeerGone:
+            # The peer is closing. What it sent before closing (a receiver's last `error`)
+            # may still be on its way through its own connection's reader: this side is
+            # closed only when the peer's reader leaves, after forwarding it.
+            log.debug("transfer %s: a frame for a departing %s dropped", self.name(), peer.side)
 
 
 class TransferRelays:

@@ -25,7 +25,13 @@ from openpod.services.signaling import (
     TransferRefused,
     TransferRooms,
 )
-from openpod.services.transfer_relay import PAIR_WAIT, Relay, RelayEnd, TransferRelays
+from openpod.services.transfer_relay import (
+    PAIR_WAIT,
+    PeerGone,
+    Relay,
+    RelayEnd,
+    TransferRelays,
+)
 from openpod.settings import ServerSettings
 
 router = APIRouter(tags=["transfer"], include_in_schema=False)
@@ -116,9 +122,16 @@ async def relay(ws: WebSocket) -> None:
         with contextlib.suppress(*_SENT_AWAY):
             await ws.close(1000)
 
+    async def send(frame: bytes) -> None:
+        """Called by the other side's task: this connection being gone is not its failure."""
+        try:
+            await ws.send_bytes(frame)
+        except _SENT_AWAY as gone:
+            raise PeerGone from gone
+
     try:
         joined = relays.join(
-            ws.query_params.get("room", ""), ws.query_params.get("side", ""), ws.send_bytes, close
+            ws.query_params.get("room", ""), ws.query_params.get("side", ""), send, close
         )
     except TransferRefused as refused:
         await _refuse(ws, refused)
