@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,28 @@ def recorded_exit_at(paths: PodPaths, state: PodState) -> float | None:
     record = _exit_record(paths, state)
     at = record.get("exited_at") if record is not None else None
     return float(at) if at is not None else None
+
+
+# Per-pod locks of every runtime instance in this process, by (root_dir, key): one agent
+# process per root_dir, so these serialise its starts, stops and removes of one pod.
+_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def pod_lock(root: Path, key: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault((root, key), threading.Lock())
+
+
+def recorded_states(root: Path) -> Iterator[PodState]:
+    """The state of every run recorded under `root` (after an agent restart too)."""
+    for state_file in sorted((root / "pods").glob("*/run/state.json")):
+        state = read_state(PodPaths(state_file.parent.parent))
+        if state is not None:
+            yield state
+
+
+def host_key(paths: PodPaths) -> str | None:
+    """The pod's ed25519 host public key as `type base64`, once its boot has made it."""
+    text = read_text(paths.host_key_pub)
+    return " ".join(text.split()[:2]) if text else None

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -44,11 +43,13 @@ from openpod.adapters.runtimes._launch import BOOT_SCRIPT, POD_RUN_DIR, pod_env
 from openpod.adapters.runtimes._podfiles import (
     PodPaths,
     PodState,
+    host_key,
     launch_record,
+    pod_lock,
     read_state,
-    read_text,
     record_exit,
     recorded_exit,
+    recorded_states,
     write_atomic,
 )
 from openpod.adapters.runtimes._probing import Prober
@@ -67,14 +68,6 @@ LABEL_POD = "io.openpod.pod"
 LABEL_GENERATION = "io.openpod.generation"
 LABEL_OWNER = "io.openpod.owner"  # which runtime root made it: two agents never mix pods
 NETWORKS = ("bridge", "host")
-
-_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock(root: Path, key: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault((root, key), threading.Lock())
 
 
 class DockerRuntime:
@@ -109,7 +102,7 @@ class DockerRuntime:
         self.meter_drain_seconds = meter_drain_seconds
         self.owner = hashlib.sha256(str(self.root_dir).encode()).hexdigest()[:12]
         self._prober = Prober(bind_host, probe_timeout)
-        self._meters = _meters.MeterKeeper(lambda pod_id: _lock(self.root_dir, pod_id))
+        self._meters = _meters.MeterKeeper(lambda pod_id: pod_lock(self.root_dir, pod_id))
 
     def close(self) -> None:
         """Close the connection to dockerd (the pods run on)."""
@@ -126,7 +119,7 @@ class DockerRuntime:
     def start(self, launch: PodLaunch) -> PodObservation:
         """Start this generation of the pod, or return it if it already runs."""
         paths = PodPaths.of(self.root_dir, launch.pod_id)
-        with _lock(self.root_dir, launch.pod_id):
+        with pod_lock(self.root_dir, launch.pod_id):
             old = read_state(paths)
             if old is not None and not old.stopped and self._running(old) is not None:
                 if old.generation == launch.generation:
@@ -143,7 +136,7 @@ class DockerRuntime:
             self._docker(self.api.remove_container, name)  # a leftover of a crashed start
             for stale in (paths.boot_status, paths.exit, paths.ssh / "sshd.log"):
                 stale.unlink(missing_ok=True)  # judged afresh for each run
-            with _lock(self.root_dir, ".ports"):
+            with pod_lock(self.root_dir, ".ports"):
                 try:
                     ports = readiness.allocate_ports(
                         self.bind_host,
@@ -182,7 +175,7 @@ class DockerRuntime:
             state.generation,
             PodPhase.STOPPED,
             ssh_user=str(state.launch.get("ssh_user", "root")),
-            ssh_host_key=_host_key(paths),
+            ssh_host_key=host_key(paths),
         )
         _meters.reap()
         if state.stopped:
@@ -212,7 +205,7 @@ class DockerRuntime:
         """Stop the container (SIGTERM, SIGKILL after the grace), then remove it; the
         workspace volume stays."""
         paths = PodPaths.of(self.root_dir, pod_id)
-        with _lock(self.root_dir, pod_id):
+        with pod_lock(self.root_dir, pod_id):
             state = read_state(paths) if paths.pod.is_dir() else None
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
@@ -221,7 +214,7 @@ class DockerRuntime:
     def remove(self, pod_id: str, grace_seconds: float) -> None:
         """Stop, then delete the container, the workspace volume and the pod's files."""
         paths = PodPaths.of(self.root_dir, pod_id)
-        with _lock(self.root_dir, pod_id):
+        with pod_lock(self.root_dir, pod_id):
             state = read_state(paths) if paths.pod.is_dir() else None
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
@@ -239,11 +232,7 @@ class DockerRuntime:
     def adopt(self) -> list[PodObservation]:
         """Every pod with a state file, observed; containers of this root that no state
         file accounts for (a start cut short) are removed."""
-        known: dict[str, int] = {}
-        for state_file in sorted((self.root_dir / "pods").glob("*/run/state.json")):
-            state = read_state(PodPaths(state_file.parent.parent))
-            if state is not None:
-                known[state.pod_id] = state.generation
+        known = {state.pod_id: state.generation for state in recorded_states(self.root_dir)}
         for container in self._docker(self.api.containers, {LABEL_OWNER: self.owner}):
             labels = container.get("Labels") or {}
             pod_id = labels.get(LABEL_POD, "")
@@ -343,9 +332,8 @@ class DockerRuntime:
 
     def _ports_of_live_pods(self, except_pod: str) -> set[int]:
         taken: set[int] = set()
-        for state_file in (self.root_dir / "pods").glob("*/run/state.json"):
-            state = read_state(PodPaths(state_file.parent.parent))
-            if state is not None and state.pod_id != except_pod and not state.stopped:
+        for state in recorded_states(self.root_dir):
+            if state.pod_id != except_pod and not state.stopped:
                 taken.update(state.ports.values())
         return taken
 
@@ -430,11 +418,6 @@ def container_body(
 def _user_of(image: dict[str, Any]) -> str:
     user = str((image.get("Config") or {}).get("User") or "root")
     return user.split(":", 1)[0] or "root"
-
-
-def _host_key(paths: PodPaths) -> str | None:
-    text = read_text(paths.host_key_pub)
-    return " ".join(text.split()[:2]) if text else None
 
 
 def _int(value: object) -> int | None:

@@ -37,7 +37,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -52,12 +51,14 @@ from openpod.adapters.runtimes._launch import (
 from openpod.adapters.runtimes._podfiles import (
     PodPaths,
     PodState,
+    host_key,
     launch_record,
+    pod_lock,
     read_state,
-    read_text,
     record_exit,
     recorded_exit,
     recorded_exit_at,
+    recorded_states,
     write_atomic,
 )
 from openpod.adapters.runtimes._probing import Prober
@@ -75,15 +76,6 @@ log = logging.getLogger("openpod.runtime")
 # Leaders this process started, by pid: only the parent can reap them and learn the exit
 # code. Shared by every LocalRuntime instance of the process, as are the per-pod locks.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock(root: Path, key: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault((root, key), threading.Lock())
-
-
 __all__ = ["BOOT_SCRIPT", "LocalRuntime"]
 
 
@@ -115,7 +107,7 @@ class LocalRuntime:
         self.bubblewrap = bubblewrap
         self.meter_drain_seconds = meter_drain_seconds
         self._prober = Prober(bind_host, probe_timeout)
-        self._meters = _meters.MeterKeeper(lambda pod_id: _lock(self.root_dir, pod_id))
+        self._meters = _meters.MeterKeeper(lambda pod_id: pod_lock(self.root_dir, pod_id))
         try:
             user = pwd.getpwuid(os.geteuid())
             self._user_name, self._user_home = user.pw_name, user.pw_dir
@@ -128,7 +120,7 @@ class LocalRuntime:
         """Start this generation of the pod, or return it if it already runs."""
         paths = PodPaths.of(self.root_dir, launch.pod_id)
         check_limits(launch.limits)  # before anything is made
-        with _lock(self.root_dir, launch.pod_id):
+        with pod_lock(self.root_dir, launch.pod_id):
             old = read_state(paths)
             if old is not None and self._alive(paths, old) and not old.stopped:
                 if old.generation == launch.generation:
@@ -146,7 +138,7 @@ class LocalRuntime:
                 paths.boot_status.unlink(missing_ok=True)
                 paths.exit.unlink(missing_ok=True)
                 (paths.ssh / "sshd.log").unlink(missing_ok=True)  # judged afresh for each run
-                with _lock(self.root_dir, ".ports"):
+                with pod_lock(self.root_dir, ".ports"):
                     try:
                         ports = readiness.allocate_ports(
                             self.bind_host,
@@ -168,7 +160,7 @@ class LocalRuntime:
         if state is None:
             return PodObservation(pod_id, 0, PodPhase.ABSENT, ssh_user=self._user_name)
         obs = PodObservation(pod_id, state.generation, PodPhase.STOPPED, ssh_user=self._user_name)
-        obs.ssh_host_key = self._host_key(paths)
+        obs.ssh_host_key = host_key(paths)
         _meters.reap()
         if state.stopped:
             obs.reason = "stopped"
@@ -196,7 +188,7 @@ class LocalRuntime:
     def stop(self, pod_id: str, grace_seconds: float) -> PodObservation:
         """SIGTERM the pod's namespace, SIGKILL it after the grace; keep the workspace."""
         paths = PodPaths.of(self.root_dir, pod_id)
-        with _lock(self.root_dir, pod_id):
+        with pod_lock(self.root_dir, pod_id):
             state = read_state(paths) if paths.pod.is_dir() else None
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
@@ -205,7 +197,7 @@ class LocalRuntime:
     def remove(self, pod_id: str, grace_seconds: float) -> None:
         """Stop, then delete the pod dir, workspace included. Unknown pod: nothing to do."""
         paths = PodPaths.of(self.root_dir, pod_id)
-        with _lock(self.root_dir, pod_id):
+        with pod_lock(self.root_dir, pod_id):
             state = read_state(paths) if paths.pod.is_dir() else None
             if state is not None and not state.stopped:
                 self._stop_locked(paths, state, grace_seconds)
@@ -314,16 +306,8 @@ class LocalRuntime:
 
     def _ports_of_live_pods(self, except_pod: str) -> set[int]:
         taken: set[int] = set()
-        for state_file in (self.root_dir / "pods").glob("*/run/state.json"):
-            pod_id = state_file.parent.parent.name
-            if pod_id == except_pod:
-                continue
-            paths = PodPaths.of(self.root_dir, pod_id)
-            state = read_state(paths)
-            if state is not None and not state.stopped and self._alive(paths, state):
+        for state in recorded_states(self.root_dir):
+            paths = PodPaths.of(self.root_dir, state.pod_id)
+            if state.pod_id != except_pod and not state.stopped and self._alive(paths, state):
                 taken.update(state.ports.values())
         return taken
-
-    def _host_key(self, paths: PodPaths) -> str | None:
-        text = read_text(paths.host_key_pub)
-        return " ".join(text.split()[:2]) if text else None
