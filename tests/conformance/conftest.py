@@ -4,11 +4,16 @@ Every runtime is driven the same way (the `Runtime` protocol) and looked at from
 same way: real OpenSSH into the pod on the port it reports, TCP to its other ports, the
 meter's events at a fake control plane. The Docker runtime runs against a real dockerd the
 fixtures start (tests/support/dockerd.py) with host networking: tests create no network.
+The Kubernetes runtime runs against the in-process Kube API server (tests/support/kubeapi.py)
+and a kubelet that runs its Pods on that same dockerd (tests/support/kubelet.py): each Pod in
+a network namespace of its own, reached on a Pod IP of the node's loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +31,28 @@ from openpod.adapters.runtimes.base import (
     Runtime,
 )
 from openpod.adapters.runtimes.docker import DockerRuntime
+from openpod.adapters.runtimes.kubernetes import KubernetesConfig, KubernetesRuntime
 from openpod.adapters.runtimes.local import LocalRuntime
 from tests.support.dockerd import Dockerd
+from tests.support.kubeapi import KubeApiServer
+from tests.support.kubelet import Image, Kubelet
 from tests.support.net import wait_until
 
-RUNTIMES = ["local", "docker"]
+RUNTIMES = ["local", "docker", "kubernetes"]
+KUBE_TOKEN = "conformance-kube-api-token"  # the in-process API server's
+METER_IMAGE = "openpod/meter:test"
+
+
+def meter_image(pod_image: str) -> Image:
+    """The meter image a cluster would pull: here the pod image (it has python3) with this
+    checkout's openpod and the test environment's packages mounted."""
+    import openpod
+
+    source = Path(openpod.__file__).resolve().parent.parent
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site /= "site-packages"
+    mounts = ((str(source), "/opt/openpod/src"), (str(site), "/opt/openpod/site"))
+    return Image(pod_image, {"PYTHONPATH": "/opt/openpod/src:/opt/openpod/site"}, mounts)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +76,7 @@ class Pods:
     image: str
     key: Path
     make: Callable[[Path], Runtime]  # another instance on the same root (an agent restart)
+    kube_api: KubeApiServer | None = None  # the cluster's API server (kubernetes)
 
     def launch(
         self,
@@ -102,13 +125,17 @@ class Pods:
         wait_until(ready, 30, f"pod {pod_id} running with SSH ({self.kind})", 0.05)
         return seen[-1]
 
+    def address(self, obs: PodObservation) -> str:
+        """Where the pod's ports are reached: its own address (a Pod IP) or this host."""
+        return obs.address or "127.0.0.1"
+
     def ssh(self, obs: PodObservation, command: str, check: bool = True) -> str:
         """Run `command` in the pod through its own sshd, as its user, with the user's key."""
         argv = [
             "ssh", "-i", str(self.key), "-p", str(obs.port_mappings[22]),
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10", f"{obs.ssh_user}@127.0.0.1", command,
+            "-o", "ConnectTimeout=10", f"{obs.ssh_user}@{self.address(obs)}", command,
         ]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if check:
@@ -130,12 +157,24 @@ def pods(request: pytest.FixtureRequest, tmp_path: Path, client_key: Path) -> It
     root = tmp_path / "root"
     made: list[Any] = []
     image = "local"
-    if request.param == "docker":
+    context = contextlib.ExitStack()
+    api: KubeApiServer | None = None
+    if request.param in ("docker", "kubernetes"):
         daemon, image = request.getfixturevalue("dockerd")
+    if request.param == "kubernetes":
+        api = context.enter_context(KubeApiServer(KUBE_TOKEN))
+        images = {METER_IMAGE: meter_image(image)}
+        context.enter_context(Kubelet(api, daemon.host, image, images=images))
+        config = KubernetesConfig(
+            server=api.url, token=KUBE_TOKEN, namespace=api.namespace, meter_image=METER_IMAGE,
+            grace_seconds=5, request_seconds=30.0, sync_seconds=10.0,
+        )  # fmt: skip
 
     def make(path: Path) -> Any:
         if request.param == "local":
             made.append(LocalRuntime(path))
+        elif request.param == "kubernetes":
+            made.append(KubernetesRuntime(config))
         else:
             made.append(
                 DockerRuntime(
@@ -144,12 +183,13 @@ def pods(request: pytest.FixtureRequest, tmp_path: Path, client_key: Path) -> It
             )
         return made[-1]
 
-    harness = Pods(request.param, root, make(root), image, client_key, make)
-    try:
-        yield harness
-    finally:
-        for obs in make(root).adopt():
-            harness.runtime.remove(obs.pod_id, 0)
-        for runtime in made:
-            if isinstance(runtime, DockerRuntime):
-                runtime.close()
+    with context:
+        harness = Pods(request.param, root, make(root), image, client_key, make, api)
+        try:
+            yield harness
+        finally:
+            for obs in make(root).adopt():
+                harness.runtime.remove(obs.pod_id, 0)
+            for runtime in made:
+                if isinstance(runtime, (DockerRuntime, KubernetesRuntime)):
+                    runtime.close()

@@ -42,11 +42,15 @@ def pod_rootfs() -> Path:
     target = _cache_dir() / f"debian-sshd-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.tar"
     if target.is_file():
         return target
+    if target.is_dir():  # what an earlier version left: mmdebstrap made a directory
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     sources = [str(_SOURCES)] if _SOURCES.is_file() else []
     argv = [
-        "mmdebstrap", "--quiet", "--variant=minbase", f"--include={_PACKAGES}",
+        # --format: mmdebstrap picks the format by the name's extension, and `.partial`
+        # names none it knows (it made a directory).
+        "mmdebstrap", "--quiet", "--variant=minbase", "--format=tar", f"--include={_PACKAGES}",
         f"--customize-hook={_NO_HOST_KEYS}", "bookworm", str(partial), *sources,
     ]  # fmt: skip
     try:

@@ -11,7 +11,11 @@ Every object it receives is validated with kubernetes-validate (strict: unknown 
 refused) against the official schema of KUBE_VERSION and refused with 422 when invalid.
 Every request is recorded (method, path, kind) so tests can assert what was never asked.
 A test-side "kubelet" (plain methods) sets Pod status: running with a Pod IP, exit, OOM
-kill, image pull failure, unschedulable. There is no scheduler, kubelet, or admission.
+kill, image pull failure, unschedulable. There is no scheduler or admission. With
+`graceful_pods` (set by tests/support/kubelet.py, a kubelet that runs Pods on dockerd), a
+Pod is deleted as the real API server does it: DELETE sets `deletionTimestamp` and
+`deletionGracePeriodSeconds` (the `gracePeriodSeconds` asked for, else the Pod's own) and
+the Pod stays until its kubelet has stopped its containers and removes it.
 """
 
 from __future__ import annotations
@@ -129,6 +133,8 @@ class KubeApiServer:
         self._watchers: list[_Watcher] = []
         self._watch_gate = threading.Event()  # cleared: new watch requests wait
         self._watch_gate.set()
+        self.graceful_pods = False
+        self.changed = threading.Condition(self._lock)  # notified at every stored change
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = Starlette(
@@ -294,6 +300,14 @@ class KubeApiServer:
             obj = self._objects.pop((plural, name))
             self._record_event("DELETED", plural, obj)
 
+    def set_pod_status(self, name: str, status: Obj) -> None:
+        """The kubelet's status update: the whole status, as it reports it."""
+
+        def change(pod: Obj) -> None:
+            pod["status"] = copy.deepcopy(status)
+
+        self._modify("pods", name, change)
+
     def _modify(self, plural: str, name: str, change: Any) -> None:
         with self._lock:
             obj = self._objects.get((plural, name))
@@ -316,6 +330,7 @@ class KubeApiServer:
             if watcher.plural == plural:
                 watcher.pending += 1
                 watcher.push((self._rv, kind, snapshot))
+        self.changed.notify_all()
 
     def refuse(self, plural: str, code: int, reason: str, message: str) -> None:
         """Refuse every create of `plural` from now on, as admission or a quota would."""
@@ -356,11 +371,20 @@ class KubeApiServer:
             self._record_event("ADDED", plural, obj)
             return JSONResponse(copy.deepcopy(obj), 201)
 
-    def _delete(self, plural: str, name: str) -> JSONResponse:
+    def _delete(self, plural: str, name: str, grace: str | None) -> JSONResponse:
         with self._lock:
-            obj = self._objects.pop((plural, name), None)
+            obj = self._objects.get((plural, name))
             if obj is None:
                 return JSONResponse(_status(404, "NotFound", f'{plural} "{name}" not found'), 404)
+            if plural == "pods" and self.graceful_pods:
+                meta = obj["metadata"]
+                if "deletionTimestamp" not in meta:  # a second DELETE changes nothing here
+                    default = obj["spec"].get("terminationGracePeriodSeconds", 30)
+                    meta["deletionGracePeriodSeconds"] = int(grace) if grace else default
+                    meta["deletionTimestamp"] = _now()
+                    self._record_event("MODIFIED", plural, obj)
+                return JSONResponse(copy.deepcopy(obj), 200)
+            del self._objects[(plural, name)]
             self._record_event("DELETED", plural, obj)
             return JSONResponse(copy.deepcopy(obj), 200)
 
@@ -392,7 +416,7 @@ class KubeApiServer:
         if request.method == "POST" and name is None:
             return self._create(plural, json.loads(await request.body()))
         if request.method == "DELETE" and name is not None:
-            return self._delete(plural, name)
+            return self._delete(plural, name, params.get("gracePeriodSeconds"))
         if request.method == "GET" and name is not None:
             with self._lock:
                 obj = self._objects.get((plural, name))

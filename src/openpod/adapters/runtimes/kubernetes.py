@@ -11,6 +11,21 @@ asyncio loop on a thread of its own, on which two informers (Pods, claims) list 
 and keep a cache. observe() and adopt() read that cache (no request per call) and probe the
 Pod IP over TCP the way the SSH gateway and the edge will reach it; start, stop and remove
 send requests and wait, with a deadline, for the watch to show their effect.
+
+The pod's SSH host key is read the same way, from the node on the Pod IP: once port 22
+greets with an SSH banner, one SSH key exchange (ed25519 only, asyncssh) gives the key the
+sshd proves it holds, reported as `ssh-ed25519 <base64>`. It is fetched once per Pod (its
+name, which holds the generation, and its IP) and then kept, so observe() does not repeat
+the exchange; a new Pod is asked again (its key, kept on the workspace claim, is normally
+the same). A failed exchange leaves the key unknown until a later observe() gets it. The
+trust model is the first key the node sees from the Pod IP: the boot script makes the key
+before it starts sshd, so the first sshd answering on a new Pod's IP holds it; the control
+plane hands that key out and clients pin it from then on (`openpod ssh`, straight or
+through the SSH gateway, trusts no other), and the key kept for a Pod is not fetched again,
+so a workload that later swaps its sshd's key is refused by clients, not believed. It is
+only as good as the Pod network between node and Pod: whoever could answer on a Pod IP in
+the Pod's place at its boot could present a key of their own. With `probe_pods` off no key
+is reported.
 """
 
 from __future__ import annotations
@@ -66,6 +81,8 @@ class KubernetesRuntime:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._generations: dict[str, int] = {}  # last generation started or seen, by pod id
+        # The host key fetched from each pod's current Pod: pod id -> (Pod name, Pod IP, key).
+        self._host_keys: dict[str, tuple[str, str, str]] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube", daemon=True)
         self._thread.start()
@@ -164,7 +181,7 @@ class KubernetesRuntime:
             newest = max(pods, key=generation_of)
             obs = observation_of(newest)
             self._generations[pod_id] = max(obs.generation, self._generations.get(pod_id, 0))
-            self._probe(obs)
+            self._probe(obs, newest.metadata.name if newest.metadata else None)
             return obs
         generation = self._generations.get(pod_id, 0)
         if self._claim_of(pod_id) is not None:
@@ -178,8 +195,10 @@ class KubernetesRuntime:
             pods = self._pods_of(pod_id)
             if pods:
                 self._delete_pods(pod_id, pods, grace_seconds)
+            stopped_at = time.time() if pods else None  # its Pods are gone now
             obs = self.observe(pod_id)
             if obs.phase is not PodPhase.ABSENT:
+                obs.exited_at = obs.exited_at or stopped_at
                 obs.phase, obs.reason = PodPhase.STOPPED, "stopped"
                 obs.address, obs.port_mappings, obs.ready_ports = None, {}, ()
                 obs.ssh_ready = False
@@ -195,6 +214,7 @@ class KubernetesRuntime:
             self._call(self._delete_rest(pod_id))
             self._wait(lambda: self._claim_of(pod_id) is None, self.config.request_seconds)
             self._generations.pop(pod_id, None)
+            self._host_keys.pop(pod_id, None)
 
     def adopt(self) -> list[PodObservation]:
         """Every pod this namespace holds for openpod (a Pod or a workspace claim)."""
@@ -289,8 +309,9 @@ class KubernetesRuntime:
         claim = self.claims.get(manifests.claim_name(pod_id))
         return None if claim is None or _deleting(claim) else claim
 
-    def _probe(self, obs: PodObservation) -> None:
-        """Readiness from outside, on the Pod IP: how the gateway and the edge reach it."""
+    def _probe(self, obs: PodObservation, pod_name: str | None) -> None:
+        """Readiness from outside, on the Pod IP: how the gateway and the edge reach it;
+        and, once SSH answers there, the sshd's host key."""
         if obs.phase is not PodPhase.RUNNING or obs.address is None:
             return
         if not self.config.probe_pods:
@@ -304,6 +325,27 @@ class KubernetesRuntime:
             if (port == 22 and obs.ssh_ready)
             or (port != 22 and readiness.port_open(obs.address, port, timeout))
         )
+        if obs.ssh_ready and pod_name:
+            obs.ssh_host_key = self._host_key(obs.pod_id, pod_name, obs.address)
+
+    def _host_key(self, pod_id: str, pod_name: str, address: str) -> str | None:
+        """The host key of the sshd on this Pod's IP: the one fetched before for the same
+        Pod (name and IP), else one key exchange now (None when that fails)."""
+        known = self._host_keys.get(pod_id)
+        if known is not None and known[:2] == (pod_name, address):
+            return known[2]
+        timeout = min(max(self.config.probe_timeout, HOST_KEY_SECONDS), self.config.request_seconds)
+        try:
+            key = self._call(_fetch_host_key(address, 22, timeout))
+        except (OSError, RuntimeError_) as exc:
+            key, why = None, str(exc) or type(exc).__name__
+        else:
+            why = "no ed25519 host key in the key exchange"
+        if key is None:
+            log.debug("pod %s: no host key from %s:22 yet: %s", pod_id, address, why)
+            return None
+        self._host_keys[pod_id] = (pod_name, address, key)
+        return key
 
     def _notify(self) -> None:
         with self._changed:
@@ -343,6 +385,33 @@ class KubernetesRuntime:
 
 
 _LIVE = (PodPhase.STARTING, PodPhase.RUNNING)
+
+HOST_KEY_SECONDS = 1.0  # for one SSH key exchange with a Pod (at least probe_timeout)
+
+
+async def _fetch_host_key(host: str, port: int, timeout: float) -> str | None:
+    """The ed25519 host key host:port presents in an SSH key exchange, as `ssh-ed25519
+    <base64>` (no comment); None if the server has none. OSError when no exchange completes."""
+    import asyncssh  # here, not at the top: a node agent on another runtime never loads it
+
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                host,
+                port,
+                server_host_key_algs=["ssh-ed25519"],
+                config=None,  # never the node user's ~/.ssh/config (a ProxyCommand, a HostName)
+            ),
+            timeout,
+        )
+    except asyncssh.Error as exc:  # refused or broken key exchange, connection lost
+        raise OSError(f"{type(exc).__name__}: {exc.reason}") from exc
+    except TimeoutError:  # an OSError for _call, whose TimeoutError means the API's deadline
+        raise OSError(f"no key exchange within {timeout}s") from None
+    if key is None:
+        return None
+    line = key.export_public_key("openssh").decode("ascii", "replace").split()
+    return " ".join(line[:2]) if line[:1] == ["ssh-ed25519"] and len(line) >= 2 else None
 
 
 M = TypeVar("M", ConfigMap, PersistentVolumeClaim, Secret, Pod)
