@@ -7,10 +7,15 @@ random bytes is copied up into the pod, 3 runs of each way, interleaved:
 
 - `scp -c aes128-gcm@openssh.com` straight to the pod's sshd: the reference;
 - the same scp through the fast path (`openpod ssh proxy` as ProxyCommand);
-- `openpod cp`'s transfer (cli/transfer.upload: asyncssh SFTP, 64 requests of 255 KiB in
-  flight, AES-GCM) through the fast path, with the SHA-256 of the source it reports (not
-  `--verify`); the API lookup `openpod cp` makes first is left out (no control plane here).
-Then the file is copied back down by `openpod cp` and by scp, once each.
+- `openpod cp`'s copy (cli/transfer.copy) through the fast path, as the command runs it:
+  asyncssh for sizes and the resume point, OpenSSH's sftp for a large file's bytes
+  (cli/transfer_openssh.py: 64 requests of 255 KiB, AES-GCM), and the SHA-256 of the source
+  it reports (not `--verify`); the API lookup `openpod cp` makes first is left out (no
+  control plane here);
+- the same with OPENPOD_CP_ENGINE=asyncssh: every byte through asyncssh's SFTP client (64
+  requests of 255 KiB, AES-GCM, a 16 MiB window), the way where no `sftp` is installed.
+Then the file is copied back down by `openpod cp` (both engines) and by scp, once each.
+The CLI's known_hosts go to a temp config dir (OPENPOD_CONFIG_DIR).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from openpod.adapters.gateway.fastpath import FastPath
 from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
 from openpod.cli import transfer
-from openpod.cli.ssh_proxy import open_relay
+from openpod.cli.ssh import Gateway, SshTarget
 from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
 
 HEADING = "## openpod cp vs scp (aes128-gcm), 1 GiB into a pod"
@@ -44,29 +49,25 @@ RUNS = 3
 CIPHER = "aes128-gcm@openssh.com"
 SCP = "scp -c aes128-gcm, straight to the pod's sshd"
 SCP_FAST = "scp -c aes128-gcm, through the fast path"
-CP = "openpod cp (asyncssh SFTP), through the fast path"
+CP = "openpod cp, through the fast path"
+CP_ASYNCSSH = "openpod cp with OPENPOD_CP_ENGINE=asyncssh, through the fast path"
 
 
-async def openpod_cp(port: int, key: Path, pod: PodObservation, local: Path, up: bool) -> None:
-    sock = await asyncio.to_thread(open_relay, "127.0.0.1", port, POD, [key])
-    options = asyncssh.SSHClientConnectionOptions(
-        username=pod.ssh_user,
-        known_hosts=([asyncssh.import_public_key(str(pod.ssh_host_key))], [], []),
-        encryption_algs=[CIPHER],
-        compression_algs=["none"],
-        client_keys=[str(key)],
-        window=transfer.WINDOW,
-        max_pktsize=transfer.MAX_PACKET,
-    )
-    conn = await asyncssh.connect(sock=sock, options=options)
+async def openpod_cp(
+    port: int, key: Path, pod: PodObservation, local: Path, up: bool, engine: str
+) -> None:
+    """`openpod cp`'s copy (transfer.copy) through the fast path, as the command runs it
+    after its API lookup; `engine` as OPENPOD_CP_ENGINE says."""
+    target = SshTarget(
+        user=pod.ssh_user, host="127.0.0.1", port=pod.port_mappings[22], command="",
+        host_key=pod.ssh_host_key, pod_id=POD,
+        gateway=Gateway("127.0.0.1", port, "openpod", None, fast_port=port),
+    )  # fmt: skip
+    os.environ["OPENPOD_CP_ENGINE"] = engine
     try:
-        if up:
-            await transfer.upload(conn, local, "upload.bin", lambda _n: None)
-        else:
-            await transfer.download(conn, "upload.bin", local, lambda _n: None)
+        await transfer.copy(target, "upload.bin", local, up, [key], False, lambda _n: None, False)
     finally:
-        conn.close()
-        await conn.wait_closed()
+        del os.environ["OPENPOD_CP_ENGINE"]
 
 
 def measure(
@@ -93,7 +94,8 @@ def measure(
             SCP: lambda: run([*common, "-P", str(pod_port), str(upload),
                               f"{pod.ssh_user}@127.0.0.1:upload.bin"]),
             SCP_FAST: lambda: run([*fast, str(upload), f"{pod.ssh_user}@{POD}:upload.bin"]),
-            CP: lambda: _timed(openpod_cp(port, key, pod, upload, True)),
+            CP: lambda: _timed(openpod_cp(port, key, pod, upload, True, "openssh")),
+            CP_ASYNCSSH: lambda: _timed(openpod_cp(port, key, pod, upload, True, "asyncssh")),
         }  # fmt: skip
         for _ in range(RUNS):
             for name, way in ways.items():
@@ -104,9 +106,10 @@ def measure(
                 mbps.setdefault(name, []).append(FILE_SIZE / 1e6 / seconds)
                 print(f"  {name}: {mbps[name][-1]:.0f} MB/s", flush=True)
         back = root / "back.bin"
-        seconds = _timed(openpod_cp(port, key, pod, back, False))
-        mbps["openpod cp down"] = [FILE_SIZE / 1e6 / seconds]
-        back.unlink()
+        for engine in ("openssh", "asyncssh"):
+            seconds = _timed(openpod_cp(port, key, pod, back, False, engine))
+            mbps[f"openpod cp down, {engine}"] = [FILE_SIZE / 1e6 / seconds]
+            back.unlink()
         seconds = run([*common, "-P", str(pod_port), f"{pod.ssh_user}@127.0.0.1:upload.bin",
                        str(back)])  # fmt: skip
         mbps["scp down, straight"] = [FILE_SIZE / 1e6 / seconds]
@@ -137,17 +140,23 @@ def report(mbps: dict[str, list[float]]) -> str:
             "",
             "`python -m bench.cp`. One pod on the local runtime (its own sshd); the gateway's "
             "fast path in the benchmark's process; 127.0.0.1. A 1 GiB file of random bytes up "
-            f"into the pod, {RUNS} runs of each way, interleaved; `openpod cp` is its transfer "
-            "(asyncssh SFTP, 64 requests of 255 KiB in flight, AES-GCM, a 16 MiB window) without the API lookup "
-            "the command makes first. One copy back down each.",
+            f"into the pod, {RUNS} runs of each way, interleaved; `openpod cp` is its copy "
+            "(transfer.copy) without the API lookup the command makes first: asyncssh for "
+            "sizes and the resume point, OpenSSH's sftp for a large file's bytes (64 requests "
+            "of 255 KiB in flight, AES-GCM); with OPENPOD_CP_ENGINE=asyncssh every byte goes "
+            "through asyncssh's SFTP client (64 requests of 255 KiB, AES-GCM, a 16 MiB window). "
+            "One copy back down each.",
             "",
             "| way | median MB/s | runs | vs scp straight |",
             "|---|---|---|---|",
             *rows,
             "",
             f"openpod cp / scp: **{med[CP] / med[SCP]:.2f}x** (target ≥ 0.9x); through the same "
-            f"fast path: {med[CP] / med[SCP_FAST]:.2f}x. Down (one run each): openpod cp "
-            f"{med['openpod cp down']:.0f} MB/s, scp straight {med['scp down, straight']:.0f} MB/s.",
+            f"fast path: {med[CP] / med[SCP_FAST]:.2f}x; asyncssh alone: "
+            f"{med[CP_ASYNCSSH] / med[SCP]:.2f}x. Down (one run each): openpod cp "
+            f"{med['openpod cp down, openssh']:.0f} MB/s, with asyncssh alone "
+            f"{med['openpod cp down, asyncssh']:.0f} MB/s, scp straight "
+            f"{med['scp down, straight']:.0f} MB/s.",
             "",
         ]
     )
@@ -158,6 +167,7 @@ def main() -> None:
         raise SystemExit("bench.cp runs a real local pod: run it as root")
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="openpod-bench-cp-"))
+    os.environ["OPENPOD_CONFIG_DIR"] = str(root / "cli-config")  # the pinned known_hosts
     runtime = LocalRuntime(root / "node")
     try:
         key = make_key(root / "id_ed25519")

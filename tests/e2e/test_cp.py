@@ -69,9 +69,27 @@ def cp_argv(access: Access, *args: str) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def cp(access: Access, *args: str) -> subprocess.CompletedProcess[str]:
+def cp(access: Access, *args: str, **env_changes: str) -> subprocess.CompletedProcess[str]:
     argv, env = cp_argv(access, *args)
+    env.update(env_changes)
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (sftp, while `openpod cp` moves a large file)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def alive(pid: int) -> bool:
+    """Runs (a zombie not yet reaped does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -108,15 +126,49 @@ def test_a_killed_copy_resumes_where_it_stopped(
     first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: landed.exists() and landed.stat().st_size >= 32 * MIB, 60, "32 MiB")
+        helpers = children(first.pid)
+        assert helpers  # the sftp moving the bytes
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+    # Nothing goes on copying behind the killed command (sftp dies with it).
+    wait_until(lambda: not any(alive(pid) for pid in helpers), 10, "sftp to end with cp")
     partial = landed.stat().st_size
     assert 0 < partial < size
     resumed = summary(cp(access, str(source), f"{pod['id']}:resume.bin", "--json"))
     assert resumed["resumed"] == ["resume.bin"]
     assert size - resumed["bytesSent"] >= partial - 64 * 255 * 1024  # holes of the last blocks
     assert sha256(landed) == digest
+
+
+def test_the_asyncssh_engine_moves_large_files_too(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """OPENPOD_CP_ENGINE=asyncssh (and a client without OpenSSH's sftp): every byte on the
+    asyncssh connection, both ways."""
+    source = tmp_path / "a.bin"
+    digest = write_random(source, 48 * MIB)
+    up = summary(
+        cp(access, str(source), f"{pod['id']}:a.bin", "--json", OPENPOD_CP_ENGINE="asyncssh")
+    )
+    assert (up["bytesSent"], up["sha256"]) == (48 * MIB, {"a.bin": digest})
+    back = tmp_path / "a-back.bin"
+    down = summary(
+        cp(access, f"{pod['id']}:a.bin", str(back), "--json", OPENPOD_CP_ENGINE="asyncssh")
+    )
+    assert down["bytesSent"] == 48 * MIB
+    assert sha256(back) == sha256(workspace(access, pod["id"]) / "a.bin") == digest
+
+
+def test_a_failing_sftp_exits_non_zero_with_its_reason(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    source = tmp_path / "big-enough.bin"
+    write_random(source, 17 * MIB)  # past the size OpenSSH's sftp moves
+    done = cp(access, str(source), f"{pod['id']}:no/such/dir/f.bin")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: copy failed: no/such/dir/f.bin: ")
+    assert "No such file or directory" in done.stderr
 
 
 def test_a_corrupt_partial_file_is_sent_again(

@@ -231,11 +231,13 @@ def prepare_ssh(target: SshTarget, extra: Sequence[str] = (), *, direct: bool = 
     if target.via_gateway() and not direct:
         assert target.gateway is not None
         assert target.pod_id is not None
-        if target.host_key and target.gateway.host_key:
+        gateway = target.gateway
+        # The fast path never talks SSH with the gateway: the pod's key is all there is to pin.
+        if target.host_key and (gateway.host_key or gateway.fast_port is not None):
             known_hosts = cfg.ensure_config_dir() / KNOWN_HOSTS_FILE
             pin_host_key(known_hosts, target.pod_id, 22, target.host_key)
-            gateway = target.gateway
-            pin_host_key(known_hosts, gateway.host, gateway.port, str(gateway.host_key))
+            if gateway.host_key:
+                pin_host_key(known_hosts, gateway.host, gateway.port, gateway.host_key)
         return build_gateway_argv(target, known_hosts, extra)
     if target.host_key:
         known_hosts = cfg.ensure_config_dir() / KNOWN_HOSTS_FILE

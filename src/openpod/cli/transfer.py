@@ -6,8 +6,11 @@ on both sides, `sha256sum` in the pod). With `verify` every copied file is hashe
 sides at the end too; SSH's AEAD already guards every byte on the way, and the pod's
 sha256sum costs ~5 s a GiB here, so it is asked for, not done by default.
 
-`copy` opens the connection the way `openpod ssh` goes (`connect`) and runs one copy. This
-module loads asyncssh, so `openpod cp` imports it only when it runs.
+`copy` opens the connection the way `openpod ssh` goes (`connect`) and runs one copy. The
+bytes of every file from 16 MiB on go through OpenSSH's sftp instead, started beside that
+connection and fed one command per file (cli/transfer_openssh.py: about 1.6x asyncssh's rate
+here); OPENPOD_CP_ENGINE=asyncssh, or a client without `sftp`, keeps every byte on asyncssh.
+This module loads asyncssh, so `openpod cp` imports it only when it runs.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import hashlib
 import os
 import posixpath
 import shlex
-from collections.abc import Callable
+import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
 
-from openpod.cli.ssh import SshTarget
+from openpod.cli import transfer_openssh as bulk
+from openpod.cli.ssh import SshTarget, prepare_ssh
 from openpod.cli.ssh_proxy import open_relay
 
 BLOCK = 255 * 1024
@@ -160,10 +165,13 @@ async def _finish(
     destination: str,
     report: Report,
     verify: bool,
+    digest: str | None = None,
 ) -> None:
-    """Hash the local side (and with `verify` the pod's too) and count the file."""
+    """Hash the local side (unless hashed already: `digest`; with `verify` the pod's too)
+    and count the file."""
     total, start = sizes
-    digest = await asyncio.to_thread(_sha256, local)
+    if digest is None:
+        digest = await asyncio.to_thread(_sha256, local)
     if verify and await _remote_sha256(conn, remote) != digest:
         raise TransferError(f"{destination} does not match its source after the copy")
     report.files += 1
@@ -180,21 +188,56 @@ async def upload_file(
     report: Report,
     progress: Progress,
     verify: bool = False,
+    mover: bulk.Mover | None = None,
 ) -> None:
     total = await _local_size(local)
     assert total is not None
     there = await _stat_size(sftp, remote)
     start = await _resume_point(conn, remote, local, there, total, remote, report)
+    digest: str | None = None
     if not (start == total and there == total):
-        with local.open("rb") as source:
-            async with sftp.open(remote, "r+b" if start else "wb") as target:
+        if mover is not None and total - start >= bulk.BIG:
 
-                async def send(offset: int, size: int) -> None:
-                    data = os.pread(source.fileno(), size, offset)
-                    await target.write(data, offset)
+            async def remote_size() -> int:
+                try:
+                    return (await sftp.stat(remote)).size or 0
+                except asyncssh.SFTPError:  # not created yet
+                    return 0
 
-                await _pump(send, total, start, progress)
-    await _finish(conn, remote, local, (total, start), remote, report, verify)
+            verb = "reput" if start else "put"  # reput: on from the remote file's size
+            command = f"{verb} {bulk.quote(str(local))} {bulk.quote(remote)}"
+            # The source is hashed while it goes (from the page cache), not after.
+            hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, local))
+            try:
+                await _bulk(mover, command, remote_size, progress, start, remote)
+            except BaseException:
+                await asyncio.gather(hashing, return_exceptions=True)
+                raise
+            digest = await hashing
+        else:
+            with local.open("rb") as source:
+                async with sftp.open(remote, "r+b" if start else "wb") as target:
+
+                    async def send(offset: int, size: int) -> None:
+                        data = os.pread(source.fileno(), size, offset)
+                        await target.write(data, offset)
+
+                    await _pump(send, total, start, progress)
+    await _finish(conn, remote, local, (total, start), remote, report, verify, digest)
+
+
+async def _bulk(
+    mover: bulk.Mover,
+    command: str,
+    size: Callable[[], Awaitable[int]],
+    progress: Progress,
+    start: int,
+    name: str,
+) -> None:
+    try:
+        await mover.run(command, size, progress, start)
+    except bulk.MoveError as exc:
+        raise TransferError(f"{name}: {exc}") from None
 
 
 async def download_file(
@@ -205,6 +248,7 @@ async def download_file(
     report: Report,
     progress: Progress,
     verify: bool = False,
+    mover: bulk.Mover | None = None,
 ) -> None:
     total = await _stat_size(sftp, remote)
     if total is None:
@@ -212,6 +256,12 @@ async def download_file(
     there = await _local_size(local)
     start = await _resume_point(conn, remote, local, there, total, str(local), report)
     local.parent.mkdir(parents=True, exist_ok=True)
+    if mover is not None and total - start >= bulk.BIG:
+        verb = "reget" if start else "get"  # reget: on from the local file's size
+        command = f"{verb} {bulk.quote(remote)} {bulk.quote(str(local))}"
+        await _bulk(mover, command, lambda: bulk.local_size(local), progress, start, remote)
+        await _finish(conn, remote, local, (total, start), str(local), report, verify)
+        return
     fd = os.open(local, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
     try:
         async with sftp.open(remote, "rb") as source:
@@ -236,8 +286,10 @@ async def upload(
     progress: Progress,
     *,
     verify: bool = False,
+    mover: bulk.Mover | None = None,
 ) -> Report:
-    """`local` (a file or a directory, recursively) to `remote` in the pod."""
+    """`local` (a file or a directory, recursively) to `remote` in the pod; large files'
+    bytes through `mover` (OpenSSH's sftp) where given."""
     report = Report()
     async with conn.start_sftp_client() as sftp:
         kind = await _local_kind(local)
@@ -255,11 +307,12 @@ async def upload(
                         report,
                         progress,
                         verify,
+                        mover,
                     )
         elif kind == "file":
             if await sftp.isdir(remote):
                 remote = posixpath.join(remote, local.name)
-            await upload_file(conn, sftp, local, remote, report, progress, verify)
+            await upload_file(conn, sftp, local, remote, report, progress, verify, mover)
         else:
             raise TransferError(f"no such file or directory: {local}")
     return report
@@ -272,8 +325,10 @@ async def download(
     progress: Progress,
     *,
     verify: bool = False,
+    mover: bulk.Mover | None = None,
 ) -> Report:
-    """`remote` in the pod (a file or a directory, recursively) to `local`."""
+    """`remote` in the pod (a file or a directory, recursively) to `local`; large files'
+    bytes through `mover` (OpenSSH's sftp) where given."""
     report = Report()
     async with conn.start_sftp_client() as sftp:
         if await sftp.isdir(remote):
@@ -290,11 +345,12 @@ async def download(
                         report,
                         progress,
                         verify,
+                        mover,
                     )
         else:
             if await _local_kind(local) == "dir":
                 local = local / posixpath.basename(remote)
-            await download_file(conn, sftp, remote, local, report, progress, verify)
+            await download_file(conn, sftp, remote, local, report, progress, verify, mover)
     return report
 
 
@@ -358,15 +414,48 @@ async def connect(
     return await asyncssh.connect(target.host, target.port, options=options)
 
 
+def openssh_argv(target: SshTarget, identities: list[Path], direct: bool) -> list[str] | None:
+    """The `sftp` argv large files go through (cli/transfer_openssh.py): the way `openpod
+    ssh` goes. None where OpenSSH's sftp is not installed, or OPENPOD_CP_ENGINE=asyncssh
+    asks for everything on the asyncssh connection."""
+    engine = os.environ.get("OPENPOD_CP_ENGINE", "openssh")
+    if engine not in ("openssh", "asyncssh"):
+        raise TransferError(f"OPENPOD_CP_ENGINE must be openssh or asyncssh, not {engine!r}")
+    if engine == "asyncssh" or shutil.which("sftp") is None:
+        return None
+    extra = [word for path in identities for word in ("-i", str(path))]
+    return bulk.sftp_argv(prepare_ssh(target, extra, direct=direct))
+
+
 async def copy(
     target: SshTarget, remote: str, local: Path, up: bool, identities: list[Path], direct: bool,
     progress: Callable[[int], None], verify: bool,
 ) -> Report:  # fmt: skip
-    conn = await connect(target, identities, direct=direct)
+    argv = openssh_argv(target, identities, direct)
+    mover = None if argv is None else bulk.Mover(argv)
+    starting = asyncio.ensure_future(mover.start() if mover else asyncio.sleep(0))
     try:
+        conn = await connect(target, identities, direct=direct)
+    except BaseException:
+        await asyncio.gather(starting, return_exceptions=True)
+        if mover is not None:
+            mover.kill()
+            await mover.close()
+        raise
+    try:
+        await starting
         if up:
-            return await upload(conn, local, remote, progress, verify=verify)
-        return await download(conn, remote, local, progress, verify=verify)
+            report = await upload(conn, local, remote, progress, verify=verify, mover=mover)
+        else:
+            report = await download(conn, remote, local, progress, verify=verify, mover=mover)
+        if mover is not None:
+            await mover.close()
+        return report
+    except BaseException:
+        if mover is not None:
+            mover.kill()
+            await mover.close()
+        raise
     finally:
         conn.close()
         await conn.wait_closed()

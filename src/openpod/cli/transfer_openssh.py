@@ -1,0 +1,160 @@
+"""Large files of `openpod cp` moved by OpenSSH's own `sftp` client.
+
+asyncssh moves ~190 MB/s here where OpenSSH's scp moves ~380 (bench/RESULTS.md): in Python
+every 32 KiB SSH packet (the size the pod's sshd accepts) costs an encryption call, a
+random padding, an extra SSH_MSG_IGNORE packet asyncssh puts before it and two socket
+writes. So the bytes of each large file go through `sftp -b -` (the same way in as
+`openpod ssh`: the gateway's fast path, the gateway's SSH port, or straight; the pod's host
+key pinned; AES-GCM; 64 requests of 255 KiB in flight), while the asyncssh connection
+keeps doing what it does well: sizes, directories, the resume point verified by SHA-256 on
+both sides, `--verify`. Small files stay on that connection: a process and a second SSH
+handshake per file would cost more than they save.
+
+The sftp process dies with us (PR_SET_PDEATHSIG): a killed `openpod cp` leaves no copy
+running behind it, only a partial file that the next run verifies and continues (`reput`,
+`reget`). Progress is the destination's size, looked at four times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+BIG = 16 << 20  # bytes: from this size on, a file's bytes go through OpenSSH
+REQUESTS = 64  # SFTP requests in flight
+BLOCK = 255 * 1024  # OpenSSH's sftp-server refuses 256 KiB
+CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+POLL_SECONDS = 0.25
+
+PR_SET_PDEATHSIG = 1
+
+
+class MoveError(Exception):
+    """sftp failed; the message is its own reason."""
+
+
+def sftp_argv(ssh_argv: Sequence[str]) -> list[str]:
+    """The `sftp -b -` argv that goes where `ssh_argv` (cli/ssh.prepare_ssh's, with no remote
+    command) goes: its options, `-P` for its `-p`, and the transfer's own options."""
+    if not ssh_argv or ssh_argv[0] != "ssh":
+        raise ValueError(f"not an ssh command line: {list(ssh_argv)[:1]}")
+    *options, destination = ssh_argv[1:]
+    options = ["-P" if option == "-p" else option for option in options]
+    own = ["-q", "-B", str(BLOCK), "-R", str(REQUESTS), "-o", f"Ciphers={CIPHERS}"]
+    return ["sftp", *own, "-o", "Compression=no", *options, "-b", "-", destination]
+
+
+def quote(path: str) -> str:
+    """`path` as one argument of an sftp batch command: double-quoted, with quotes,
+    backslashes and glob characters escaped (sftp would expand them), and never read as a
+    flag (sftp sees `-x` as one, quoted or not)."""
+    if path.startswith("-"):
+        path = f"./{path}"
+    return '"' + re.sub(r'(["\\*?\[\]])', r"\\\1", path) + '"'
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started us ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Mover:
+    """One `sftp -b -` process for a whole copy: started at once (its SSH handshake then
+    runs beside asyncssh's), fed one command per large file, closed at the end."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._errors: asyncio.Future[bytes] | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        assert self._proc.stderr is not None
+        self._errors = asyncio.ensure_future(self._proc.stderr.read())
+
+    async def run(
+        self,
+        command: str,
+        size: Callable[[], Awaitable[int]],
+        progress: Callable[[int], None],
+        start: int,
+    ) -> None:
+        """One batch `command`, then `pwd`, whose answer on stdout says the command is done;
+        the growth of `size()` (from `start`) reported as progress meanwhile. MoveError
+        with sftp's reason if sftp stops (in batch mode it stops at the first failure)."""
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            proc.stdin.write(f"{command}\npwd\n".encode())
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            raise MoveError(await self._reason()) from None
+        done = asyncio.ensure_future(self._answered(proc.stdout))
+        moved = start
+        try:
+            while not done.done():
+                await asyncio.wait([done], timeout=POLL_SECONDS)
+                with contextlib.suppress(OSError):
+                    now = await size()
+                    if now > moved:
+                        progress(now - moved)
+                        moved = now
+        finally:
+            done.cancel()
+        if not done.result():
+            raise MoveError(await self._reason())
+
+    @staticmethod
+    async def _answered(stdout: asyncio.StreamReader) -> bool:
+        while line := await stdout.readline():
+            if line.startswith(b"Remote working directory: "):
+                return True
+        return False  # sftp ended first
+
+    async def _reason(self) -> str:
+        assert self._proc is not None
+        assert self._errors is not None
+        code = await self._proc.wait()
+        reason = (await self._errors).decode(errors="replace").strip()
+        return reason.splitlines()[-1] if reason else f"sftp exited with {code}"
+
+    async def close(self) -> None:
+        """End sftp: at the end of its commands, or killed if a copy is cut short."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None and proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except (TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._errors is not None:
+            await asyncio.gather(self._errors, return_exceptions=True)
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+
+async def local_size(path: Path) -> int:
+    return (await asyncio.to_thread(os.stat, path)).st_size
