@@ -94,7 +94,15 @@ def cp(
         with progress_bar(not as_json and sys.stderr.isatty()) as progress:
             report = asyncio.run(
                 transfer.copy(
-                    target, remote, Path(local), up, identity or [], direct, progress, verify
+                    target,
+                    remote,
+                    Path(local),
+                    up,
+                    identity or [],
+                    direct,
+                    progress,
+                    verify,
+                    digests=as_json,  # only the JSON summary shows every file's SHA-256
                 )
             )
     except (transfer.TransferError, ProxyError, asyncssh.Error, OSError) as error:

@@ -50,6 +50,9 @@ class Report:
     skipped: list[str] = field(default_factory=list)  # there already, verified
     resumed: list[str] = field(default_factory=list)
     sha256: dict[str, str] = field(default_factory=dict)  # destination path -> digest
+    # Hash every copied file (for the summary): without it, only resume checks and
+    # --verify hash anything (SSH's AEAD already guards every byte on the way).
+    digests: bool = True
 
 
 Progress = Callable[[int], None]  # bytes moved since the last call
@@ -170,14 +173,15 @@ async def _finish(
     """Hash the local side (unless hashed already: `digest`; with `verify` the pod's too)
     and count the file."""
     total, start = sizes
-    if digest is None:
+    if digest is None and (report.digests or verify):
         digest = await asyncio.to_thread(_sha256, local)
     if verify and await _remote_sha256(conn, remote) != digest:
         raise TransferError(f"{destination} does not match its source after the copy")
     report.files += 1
     report.bytes_sent += total - start
     report.bytes_total += total
-    report.sha256[destination] = digest
+    if digest is not None:
+        report.sha256[destination] = digest
 
 
 async def upload_file(
@@ -207,13 +211,15 @@ async def upload_file(
             verb = "reput" if start else "put"  # reput: on from the remote file's size
             command = f"{verb} {bulk.quote(str(local))} {bulk.quote(remote)}"
             # The source is hashed while it goes (from the page cache), not after.
-            hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, local))
+            hashing = None
+            if report.digests or verify:
+                hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, local))
             try:
                 await _bulk(mover, command, remote_size, progress, start, remote)
-            except BaseException:
-                await asyncio.gather(hashing, return_exceptions=True)
-                raise
-            digest = await hashing
+            finally:
+                if hashing is not None:
+                    await asyncio.gather(hashing, return_exceptions=True)
+            digest = None if hashing is None else hashing.result()
         else:
             with local.open("rb") as source:
                 async with sftp.open(remote, "r+b" if start else "wb") as target:
@@ -287,10 +293,11 @@ async def upload(
     *,
     verify: bool = False,
     mover: bulk.Mover | None = None,
+    digests: bool = True,
 ) -> Report:
     """`local` (a file or a directory, recursively) to `remote` in the pod; large files'
     bytes through `mover` (OpenSSH's sftp) where given."""
-    report = Report()
+    report = Report(digests=digests)
     async with conn.start_sftp_client() as sftp:
         kind = await _local_kind(local)
         if kind == "dir":
@@ -326,10 +333,11 @@ async def download(
     *,
     verify: bool = False,
     mover: bulk.Mover | None = None,
+    digests: bool = True,
 ) -> Report:
     """`remote` in the pod (a file or a directory, recursively) to `local`; large files'
     bytes through `mover` (OpenSSH's sftp) where given."""
-    report = Report()
+    report = Report(digests=digests)
     async with conn.start_sftp_client() as sftp:
         if await sftp.isdir(remote):
             for root, _dirs, files in await _walk(sftp, remote):
@@ -429,8 +437,10 @@ def openssh_argv(target: SshTarget, identities: list[Path], direct: bool) -> lis
 
 async def copy(
     target: SshTarget, remote: str, local: Path, up: bool, identities: list[Path], direct: bool,
-    progress: Callable[[int], None], verify: bool,
+    progress: Callable[[int], None], verify: bool, digests: bool = True,
 ) -> Report:  # fmt: skip
+    """One `openpod cp`; `digests`: hash every copied file for the report (resume checks and
+    `verify` hash what they need either way)."""
     argv = openssh_argv(target, identities, direct)
     mover = None if argv is None else bulk.Mover(argv)
     starting = asyncio.ensure_future(mover.start() if mover else asyncio.sleep(0))
@@ -445,9 +455,13 @@ async def copy(
     try:
         await starting
         if up:
-            report = await upload(conn, local, remote, progress, verify=verify, mover=mover)
+            report = await upload(
+                conn, local, remote, progress, verify=verify, mover=mover, digests=digests
+            )
         else:
-            report = await download(conn, remote, local, progress, verify=verify, mover=mover)
+            report = await download(
+                conn, remote, local, progress, verify=verify, mover=mover, digests=digests
+            )
         if mover is not None:
             await mover.close()
         return report
