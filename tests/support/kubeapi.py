@@ -85,6 +85,31 @@ def _status(code: int, reason: str, message: str) -> Obj:
     }  # fmt: skip
 
 
+def pod_status(phase: str, ip: str | None, ready: bool) -> Obj:
+    """A Pod's status as a kubelet reports it: phase, conditions, node and Pod IP."""
+    flag = "True" if ready else "False"
+    conditions = [
+        {"type": kind, "status": status, "lastTransitionTime": _now()}
+        for kind, status in (
+            ("PodScheduled", "True"), ("Initialized", "True"),
+            ("ContainersReady", flag), ("Ready", flag),
+        )
+    ]  # fmt: skip
+    status: Obj = {"phase": phase, "conditions": conditions, "hostIP": "127.0.0.1"}
+    if ip:
+        status["podIP"], status["podIPs"] = ip, [{"ip": ip}]
+    return status
+
+
+def workload_status(pod: Obj, ready: bool, state: Obj) -> Obj:
+    """The status of the Pod's workload container in `state` (running, terminated...)."""
+    image = next(c["image"] for c in pod["spec"]["containers"] if c["name"] == "workload")
+    return {
+        "name": "workload", "image": image, "imageID": "", "ready": ready,
+        "restartCount": 0, "started": "running" in state, "state": state,
+    }  # fmt: skip
+
+
 def matches(labels: dict[str, str], selector: str) -> bool:
     """Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-joined."""
     for term in filter(None, (t.strip() for t in selector.split(","))):
@@ -221,9 +246,9 @@ class KubeApiServer:
         """The Pod is scheduled and its workload container runs at `ip`."""
 
         def change(pod: Obj) -> None:
-            pod["status"] = self._pod_status(pod, "Running", ip, ready)
+            pod["status"] = pod_status("Running", ip, ready)
             pod["status"]["containerStatuses"] = [
-                self._container(pod, ready, {"running": {"startedAt": _now()}})
+                workload_status(pod, ready, {"running": {"startedAt": _now()}})
             ]
 
         self._modify("pods", name, change)
@@ -231,14 +256,14 @@ class KubeApiServer:
     def exit_pod(self, name: str, code: int, reason: str | None = None) -> None:
         def change(pod: Obj) -> None:
             phase = "Succeeded" if code == 0 else "Failed"
-            pod["status"] = self._pod_status(pod, phase, pod["status"].get("podIP"), False)
+            pod["status"] = pod_status(phase, pod["status"].get("podIP"), False)
             state = {
                 "terminated": {
                     "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
                     "startedAt": _now(), "finishedAt": _now(),
                 }
             }  # fmt: skip
-            pod["status"]["containerStatuses"] = [self._container(pod, False, state)]
+            pod["status"]["containerStatuses"] = [workload_status(pod, False, state)]
 
         self._modify("pods", name, change)
 
@@ -253,9 +278,9 @@ class KubeApiServer:
 
     def fail_image_pull(self, name: str, reason: str, message: str) -> None:
         def change(pod: Obj) -> None:
-            pod["status"] = self._pod_status(pod, "Pending", None, False)
+            pod["status"] = pod_status("Pending", None, False)
             state = {"waiting": {"reason": reason, "message": message}}
-            pod["status"]["containerStatuses"] = [self._container(pod, False, state)]
+            pod["status"]["containerStatuses"] = [workload_status(pod, False, state)]
 
         self._modify("pods", name, change)
 
@@ -272,27 +297,6 @@ class KubeApiServer:
             }  # fmt: skip
 
         self._modify("pods", name, change)
-
-    def _pod_status(self, pod: Obj, phase: str, ip: str | None, ready: bool) -> Obj:
-        flag = "True" if ready else "False"
-        conditions = [
-            {"type": kind, "status": status, "lastTransitionTime": _now()}
-            for kind, status in (
-                ("PodScheduled", "True"), ("Initialized", "True"),
-                ("ContainersReady", flag), ("Ready", flag),
-            )
-        ]  # fmt: skip
-        status: Obj = {"phase": phase, "conditions": conditions, "hostIP": "127.0.0.1"}
-        if ip:
-            status["podIP"], status["podIPs"] = ip, [{"ip": ip}]
-        return status
-
-    def _container(self, pod: Obj, ready: bool, state: Obj) -> Obj:
-        image = next(c["image"] for c in pod["spec"]["containers"] if c["name"] == "workload")
-        return {
-            "name": "workload", "image": image, "imageID": "", "ready": ready,
-            "restartCount": 0, "started": "running" in state, "state": state,
-        }  # fmt: skip
 
     def remove_object(self, plural: str, name: str) -> None:
         """Delete as someone else would (kubectl delete, a node's garbage collection)."""

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from openpod.adapters.runtimes._dockerapi import DockerApi, DockerError
-from tests.support.kubeapi import KubeApiServer
+from tests.support.kubeapi import KubeApiServer, pod_status, workload_status
 
 log = logging.getLogger("tests.kubelet")
 
@@ -186,7 +186,11 @@ class _Sandbox:
             self._report_waiting("CreateContainerError", str(exc))
             self.deleting.wait()
         else:
-            self._watch()
+            try:
+                self._watch()
+            except (DockerError, OSError) as exc:  # dockerd lost a container under us
+                log.warning("pod %s: %s", self.name, exc)
+                self.deleting.wait()
         self._teardown()
 
     def _start(self) -> None:
@@ -420,30 +424,9 @@ class _Sandbox:
     # -- status ---------------------------------------------------------------------------
 
     def _status(self, phase: str, ready: bool, state: Obj) -> Obj:
-        flag = "True" if ready else "False"
-        conditions = [
-            {"type": kind, "status": status, "lastTransitionTime": _now()}
-            for kind, status in (
-                ("PodScheduled", "True"), ("Initialized", "True"),
-                ("ContainersReady", flag), ("Ready", flag),
-            )
-        ]  # fmt: skip
-        workload = self.pod["spec"]["containers"][0]
-        status: Obj = {
-            "phase": phase,
-            "conditions": conditions,
-            "hostIP": "127.0.0.1",
-            "podIP": self.ip,
-            "podIPs": [{"ip": self.ip}],
-            "startTime": self.started_at,
-            "containerStatuses": [
-                {
-                    "name": workload["name"], "image": workload["image"], "imageID": "",
-                    "ready": ready, "restartCount": 0, "started": "running" in state,
-                    "state": state,
-                }
-            ],
-        }  # fmt: skip
+        status = pod_status(phase, self.ip, ready)
+        status["startTime"] = self.started_at
+        status["containerStatuses"] = [workload_status(self.pod, ready, state)]
         return status
 
     def _set(self, status: Obj) -> None:
@@ -465,8 +448,9 @@ class _Sandbox:
         self._set(self._status(phase, False, {"terminated": terminated}))
 
     def _report_waiting(self, reason: str, message: str) -> None:
-        status = self._status("Pending", False, {"waiting": {"reason": reason, "message": message}})
-        del status["podIP"], status["podIPs"]
+        status = pod_status("Pending", None, False)
+        waiting = {"waiting": {"reason": reason, "message": message}}
+        status["containerStatuses"] = [workload_status(self.pod, False, waiting)]
         self._set(status)
 
 
