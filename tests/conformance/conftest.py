@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import openpod
 from openpod.adapters.runtimes.base import (
     MeterLaunch,
     PodLaunch,
@@ -46,8 +47,6 @@ METER_IMAGE = "openpod/meter:test"
 def meter_image(pod_image: str) -> Image:
     """The meter image a cluster would pull: here the pod image (it has python3) with this
     checkout's openpod and the test environment's packages mounted."""
-    import openpod
-
     source = Path(openpod.__file__).resolve().parent.parent
     site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     site /= "site-packages"

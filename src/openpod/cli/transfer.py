@@ -265,7 +265,11 @@ async def download_file(
     if mover is not None and total - start >= bulk.BIG:
         verb = "reget" if start else "get"  # reget: on from the local file's size
         command = f"{verb} {bulk.quote(remote)} {bulk.quote(str(local))}"
-        await _bulk(mover, command, lambda: bulk.local_size(local), progress, start, remote)
+
+        async def local_size() -> int:
+            return await _local_size(local) or 0
+
+        await _bulk(mover, command, local_size, progress, start, remote)
         await _finish(conn, remote, local, (total, start), str(local), report, verify)
         return
     fd = os.open(local, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
@@ -443,33 +447,29 @@ async def copy(
     `verify` hash what they need either way)."""
     argv = openssh_argv(target, identities, direct)
     mover = None if argv is None else bulk.Mover(argv)
+    # sftp's SSH handshake runs beside asyncssh's.
     starting = asyncio.ensure_future(mover.start() if mover else asyncio.sleep(0))
     try:
         conn = await connect(target, identities, direct=direct)
+        try:
+            await starting
+            if up:
+                report = await upload(
+                    conn, local, remote, progress, verify=verify, mover=mover, digests=digests
+                )
+            else:
+                report = await download(
+                    conn, remote, local, progress, verify=verify, mover=mover, digests=digests
+                )
+        finally:
+            conn.close()
+            await conn.wait_closed()
     except BaseException:
         await asyncio.gather(starting, return_exceptions=True)
         if mover is not None:
             mover.kill()
             await mover.close()
         raise
-    try:
-        await starting
-        if up:
-            report = await upload(
-                conn, local, remote, progress, verify=verify, mover=mover, digests=digests
-            )
-        else:
-            report = await download(
-                conn, remote, local, progress, verify=verify, mover=mover, digests=digests
-            )
-        if mover is not None:
-            await mover.close()
-        return report
-    except BaseException:
-        if mover is not None:
-            mover.kill()
-            await mover.close()
-        raise
-    finally:
-        conn.close()
-        await conn.wait_closed()
+    if mover is not None:
+        await mover.close()
+    return report

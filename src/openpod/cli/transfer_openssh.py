@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import os
 import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 BIG = 16 << 20  # bytes: from this size on, a file's bytes go through OpenSSH
 REQUESTS = 64  # SFTP requests in flight
@@ -143,10 +141,13 @@ class Mover:
                 proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except (TimeoutError, asyncio.CancelledError):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            except TimeoutError:  # stuck: it must not outlive the copy
+                self.kill()
                 await proc.wait()
+            except asyncio.CancelledError:  # the copy is cut short: so is sftp
+                self.kill()
+                await proc.wait()
+                raise
         if self._errors is not None:
             await asyncio.gather(self._errors, return_exceptions=True)
 
@@ -154,7 +155,3 @@ class Mover:
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
-
-
-async def local_size(path: Path) -> int:
-    return (await asyncio.to_thread(os.stat, path)).st_size
