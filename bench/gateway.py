@@ -14,10 +14,10 @@ interleaved so that the noise of a shared 2-core host falls on all alike:
 - through the gateway's fast path (`openpod ssh proxy` as ProxyCommand, ProxyUseFdpass), what
   `openpod ssh` and `openpod ssh config` use: no second SSH session, so no second encryption.
 
-Measured: `scp` of a 1 GiB file of random bytes up into the pod (OpenSSH's scp, which speaks
-SFTP), 3 runs each, MB/s (10^6 bytes) medians, with the CPU time the whole host spent per GiB
-(from /proc/stat) and the gateway's own; and `ssh POD true`, 10 runs each, median wall time
-(connection set-up, authentication, one command).
+Measured: `scp` of a 1 GiB file of random bytes up into the pod and back down (OpenSSH's scp,
+which speaks SFTP), 3 runs each way, MB/s (10^6 bytes) medians, with the CPU time the whole
+host spent per GiB (from /proc/stat) and the gateway's own; and `ssh POD true`, 10 runs each,
+median wall time (connection set-up, authentication, one command).
 
 One cipher everywhere, `aes128-gcm@openssh.com` (the fastest OpenSSH has with AES-NI): for the
 session with the pod on every way, and for the jump's own session (`ssh -W`, what `ssh -J`
@@ -214,10 +214,17 @@ def host_cpu_seconds() -> float:
 @dataclass
 class Measured:
     true_s: dict[str, list[float]] = field(default_factory=dict)
-    scp_mbps: dict[str, list[float]] = field(default_factory=dict)
-    host_cpu_s: dict[str, list[float]] = field(default_factory=dict)  # per GiB
-    gateway_cpu_s: list[float] = field(default_factory=list)  # per GiB relayed
-    fast_cpu_s: list[float] = field(default_factory=list)  # per GiB, the fast path's
+    # direction ("up", "down") -> way -> runs
+    scp_mbps: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    host_cpu_s: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per GiB
+    gateway_cpu_s: list[float] = field(default_factory=list)  # per GiB relayed, up
+    fast_cpu_s: dict[str, list[float]] = field(default_factory=dict)  # per GiB, the fast path's
+
+    def record(self, direction: str, way: str, seconds: float, host_cpu: float) -> None:
+        mbps = FILE_SIZE / 1e6 / seconds
+        self.scp_mbps.setdefault(direction, {}).setdefault(way, []).append(mbps)
+        self.host_cpu_s.setdefault(direction, {}).setdefault(way, []).append(host_cpu)
+        print(f"  scp {direction} {way}: {mbps:.0f} MB/s, host CPU {host_cpu:.1f} s", flush=True)
 
 
 def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -> Measured:
@@ -242,8 +249,10 @@ def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -
         upload = root / "upload.bin"
         random_file(upload)
         landed = runtime.root_dir / "pods" / POD / "workspace" / "upload.bin"
-        for _ in range(SCP_RUNS):
-            for way in every:
+        back = root / "download.bin"
+        for turn in range(SCP_RUNS):
+            order = every if turn % 2 == 0 else every[::-1]
+            for way in order:
                 landed.unlink(missing_ok=True)
                 own, host = own_cpu_seconds(), host_cpu_seconds()
                 seconds = run([*way.scp, str(upload), f"{way.host}:upload.bin"])
@@ -251,13 +260,23 @@ def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -
                 if way.name == GATEWAY:
                     measured.gateway_cpu_s.append(own_cpu_seconds() - own)
                 if way.name == FAST:
-                    measured.fast_cpu_s.append(own_cpu_seconds() - own)
+                    measured.fast_cpu_s.setdefault("up", []).append(own_cpu_seconds() - own)
                 if landed.stat().st_size != FILE_SIZE:
                     raise RuntimeError(f"scp {way.name} left {landed.stat().st_size} bytes")
-                mbps = FILE_SIZE / 1e6 / seconds
-                measured.scp_mbps.setdefault(way.name, []).append(mbps)
-                measured.host_cpu_s.setdefault(way.name, []).append(host)
-                print(f"  scp {way.name}: {mbps:.0f} MB/s, host CPU {host:.1f} s", flush=True)
+                measured.record("up", way.name, seconds, host)
+            os.sync()  # the uploads' writeback is not charged to the downloads
+            for way in order:
+                back.unlink(missing_ok=True)
+                own, host = own_cpu_seconds(), host_cpu_seconds()
+                seconds = run([*way.scp, f"{way.host}:upload.bin", str(back)])
+                host = host_cpu_seconds() - host
+                if way.name == FAST:
+                    measured.fast_cpu_s.setdefault("down", []).append(own_cpu_seconds() - own)
+                if back.stat().st_size != FILE_SIZE:
+                    raise RuntimeError(f"scp down {way.name} left {back.stat().st_size} bytes")
+                measured.record("down", way.name, seconds, host)
+                back.unlink()
+                os.sync()
         landed.unlink(missing_ok=True)
         upload.unlink()
         return measured
@@ -267,15 +286,27 @@ def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -
         thread.stop()
 
 
+def scp_table(measured: Measured, direction: str) -> list[str]:
+    med = statistics.median
+    runs_by_way = measured.scp_mbps[direction]
+    mbps = {name: med(runs) for name, runs in runs_by_way.items()}
+    return [
+        "| way | median MB/s | runs | host CPU per GiB | vs straight |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {mbps[name]:.0f} | {', '.join(f'{v:.0f}' for v in runs)} | "
+            f"{med(measured.host_cpu_s[direction][name]):.1f} s | "
+            f"{mbps[name] / mbps[DIRECT]:.2f}x |"
+            for name, runs in runs_by_way.items()
+        ),
+    ]
+
+
 def report(measured: Measured) -> str:
     med = statistics.median
-    mbps = {name: med(runs) for name, runs in measured.scp_mbps.items()}
+    mbps = {name: med(runs) for name, runs in measured.scp_mbps["up"].items()}
+    down = {name: med(runs) for name, runs in measured.scp_mbps["down"].items()}
     true_ms = {name: med(runs) * 1000 for name, runs in measured.true_s.items()}
-    scp_rows = [
-        f"| {name} | {mbps[name]:.0f} | {', '.join(f'{v:.0f}' for v in runs)} | "
-        f"{med(measured.host_cpu_s[name]):.1f} s | {mbps[name] / mbps[DIRECT]:.2f}x |"
-        for name, runs in measured.scp_mbps.items()
-    ]
     true_rows = [
         f"| {name} | {true_ms[name]:.0f} ms | {min(runs) * 1000:.0f} to {max(runs) * 1000:.0f} ms"
         f" | {true_ms[name] / true_ms[DIRECT]:.2f}x |"
@@ -296,15 +327,22 @@ def report(measured: Measured) -> str:
         "the socket to ssh (ProxyUseFdpass); the gateway joins it to the pod's sshd in the kernel "
         "(splice): the pod's SSH session as it is. The four ways are measured interleaved.",
         "",
-        f"`scp` (SFTP protocol) of a 1 GiB file of random bytes up into the pod, {SCP_RUNS} runs "
-        "each, MB/s (10^6 bytes); host CPU = busy time of all cores per GiB:",
+        f"`scp` (SFTP protocol) of a 1 GiB file of random bytes up into the pod, then back down "
+        f"(after a sync, so that no upload's writeback falls on a download), {SCP_RUNS} runs each "
+        "way, every other round in reverse order, MB/s (10^6 bytes); host CPU = busy time of all "
+        "cores per GiB. Up:",
         "",
-        "| way | median MB/s | runs | host CPU per GiB | vs straight |",
-        "|---|---|---|---|---|",
-        *scp_rows,
+        *scp_table(measured, "up"),
         "",
-        f"Fast path / straight: **{mbps[FAST] / mbps[DIRECT]:.2f}x** (target ≥ 0.8x; the "
-        f"fast path spent {med(measured.fast_cpu_s):.1f} s of CPU per GiB); "
+        "Down:",
+        "",
+        *scp_table(measured, "down"),
+        "",
+        f"Fast path / straight: **{mbps[FAST] / mbps[DIRECT]:.2f}x** up, "
+        f"**{down[FAST] / down[DIRECT]:.2f}x** down (target ≥ 0.8x; the fast path spent "
+        f"{med(measured.fast_cpu_s['up']):.1f} s of CPU per GiB up, "
+        f"{med(measured.fast_cpu_s['down']):.1f} s down: the kernel's work for the second TCP "
+        "hop, which on this host shares the 2 cores with both ends' encryption); "
         f"gateway (`ssh -J`) / straight: {gated:.2f}x; OpenSSH jump host / straight: "
         f"{mbps[JUMP] / mbps[DIRECT]:.2f}x; gateway / OpenSSH jump host: "
         f"{mbps[GATEWAY] / mbps[JUMP]:.2f}x. The gateway itself spent "

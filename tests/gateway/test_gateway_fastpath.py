@@ -17,12 +17,13 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from openpod.adapters.gateway.fastpath import FastPath
+from openpod.adapters.gateway.fastpath import FastPath, _Spliced
 from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PodPhase, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
 from openpod.domain import relay
 from tests.gateway.fakes import FakeDirectory, GatewayThread, Keys
 from tests.gateway.test_gateway_openssh import wait_for
+from tests.support.net import wait_until
 
 
 @dataclass
@@ -104,6 +105,32 @@ def test_scp_up_and_down(world: World, tmp_path: Path, splice: bool) -> None:
         assert hashlib.sha256(down.read_bytes()).hexdigest() == digest
     finally:
         thread.stop()
+
+
+def test_a_spliced_pair_sends_small_messages_at_once() -> None:
+    """Both of the gateway's sockets go without Nagle (an SFTP download's small read requests
+    waited behind it), bytes pass both ways, and an end's close ends the pair."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=10)
+        client_side, _ = server.accept()
+        pod = socket.create_connection(server.getsockname(), timeout=10)
+        pod_side, _ = server.accept()
+    live: set[_Spliced] = set()
+    pair = _Spliced(client_side, pod_side, live)
+    live.add(pair)
+    with client, pod:
+        for sock in pair.sockets:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        client.sendall(b"read 1")
+        assert pod.recv(16) == b"read 1"
+        pod.sendall(b"data 1")
+        assert client.recv(16) == b"data 1"
+        client.shutdown(socket.SHUT_WR)
+        assert pod.recv(16) == b""  # the client's EOF, passed on
+        pod.sendall(b"last")  # the other direction still flows (half-close)
+        assert client.recv(16) == b"last"
+    wait_until(lambda: not live, 10, "the pair to end once both ends closed")
+    assert pair.sockets[0].fileno() == -1 and pair.sockets[1].fileno() == -1
 
 
 @pytest.mark.parametrize(
