@@ -15,7 +15,7 @@ interleaved so that the noise of a shared 2-core host falls on all alike:
   `openpod ssh` and `openpod ssh config` use: no second SSH session, so no second encryption.
 
 Measured: `scp` of a 1 GiB file of random bytes up into the pod and back down (OpenSSH's scp,
-which speaks SFTP), 3 runs each way, MB/s (10^6 bytes) medians, with the CPU time the whole
+which speaks SFTP), 5 runs each way, MB/s (10^6 bytes) medians, with the CPU time the whole
 host spent per GiB (from /proc/stat) and the gateway's own; and `ssh POD true`, 10 runs each,
 median wall time (connection set-up, authentication, one command).
 
@@ -55,7 +55,7 @@ POD = "benchpod0001"
 ACCOUNT = "acc_bench"
 FILE_SIZE = 1 << 30
 CHUNK = 64 << 20
-SCP_RUNS = 3
+SCP_RUNS = 5
 TRUE_RUNS = 10
 CIPHER = "aes128-gcm@openssh.com"
 DIRECT = "straight to the pod's sshd"
