@@ -39,6 +39,7 @@ from typing import Any
 
 import asyncssh
 
+from bench import stop_cleanly_on_sigterm
 from bench.gateway import FILE_SIZE, POD, random_file, run, wait_ready
 from bench.results import write_section
 from openpod.adapters.gateway.fastpath import FastPath
@@ -190,6 +191,7 @@ def report(mbps: dict[str, list[float]]) -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     if os.geteuid() != 0:
         raise SystemExit("bench.cp runs a real local pod: run it as root")
     started = time.monotonic()

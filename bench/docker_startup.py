@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import stop_cleanly_on_sigterm
 from bench.pod_startup import PODS, ms, openpod_startup, pct, ssh_true
 from bench.results import write_section
 from openpod.adapters.runtimes._dockerapi import DockerApi
@@ -69,6 +70,7 @@ def docker_run_by_hand(api: DockerApi, image: str, key: Path, root: Path) -> lis
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="openpod-bench-docker-"))
     (root / "plane").mkdir()
     daemon = Dockerd()

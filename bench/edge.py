@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.edge import EdgeProxy, EdgeSettings, Route
 from openpod.adapters.edge.runtime_api import AdminSocket
@@ -476,6 +477,7 @@ def temp_root(prefix: str) -> Iterator[Path]:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     for tool in ("haproxy", "nginx", "wrk"):
         if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin") is None:
             raise SystemExit(f"bench.edge needs {tool} (apt-get install -y {tool})")

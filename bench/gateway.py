@@ -42,6 +42,7 @@ from pathlib import Path
 
 import asyncssh
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.gateway.fastpath import FastPath
 from openpod.adapters.gateway.server import SSHGateway
@@ -365,6 +366,7 @@ def report(measured: Measured) -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     if os.geteuid() != 0:
         raise SystemExit("bench.gateway runs a real local pod: run it as root")
     for tool in ("ssh", "scp", "ssh-keygen"):

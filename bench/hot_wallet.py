@@ -40,6 +40,7 @@ from eth_account import Account as EthAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.chain import Anvil, Charge, Rpc, codec, deploy, hex_int
 from openpod.adapters.signers import KeystoreSigner
@@ -269,6 +270,7 @@ async def main_async() -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     # The breaker's own log lines (opened, closed: 40 of them) would bury the results.
     logging.getLogger("openpod.services.hot_wallet").addHandler(logging.NullHandler())
     text = asyncio.run(main_async())

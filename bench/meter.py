@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.gpus import nvml
 from tests.meter.plane import TOKEN, FakePlane
@@ -118,6 +119,7 @@ def reference(code: str) -> Measure:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     bare = reference("pass")
     ws = reference("import websockets.sync.client")
     plain = meter_run(gpus=False)

@@ -38,6 +38,7 @@ from sqlalchemy import create_engine, insert, text, update
 from websockets.asyncio.client import connect as aconnect
 from websockets.sync.client import connect
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.store import Database, migrate
 from openpod.adapters.store.models import Account, Node, Pod, PodRun, Provider
@@ -349,6 +350,7 @@ def report(results: dict[str, dict[str, Any]], pg_version: str) -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     root = Path(tempfile.mkdtemp(prefix="openpod-bench-metering-"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from eth_account import Account as EthAccount
 from sqlalchemy import func, select
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.chain import Anvil, Charge, Contract, LeaseTerms, Rpc, deploy
 from openpod.adapters.signers import KeystoreSigner
@@ -156,6 +157,7 @@ async def main_async() -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     text = asyncio.run(main_async())
     print(text)
     write_section(HEADING, text)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from openpod.adapters.chain import Anvil, Charge, Contract, LeaseTerms, Rpc, anvil_binary, hex_int
 from openpod.adapters.chain.contracts import artifact
@@ -154,6 +155,7 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     started = time.monotonic()
     results = asyncio.run(measure())
     text = report(results)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 
+from bench import stop_cleanly_on_sigterm
 from bench.results import write_section
 from tests.support.net import free_port
 from tests.support.platform import (
@@ -280,6 +281,7 @@ async def api_rates(url: str, user_key: str, sink_token: str) -> tuple[float, fl
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     root = Path(tempfile.mkdtemp(prefix="openpod-bench-"))
     (root / "plane").mkdir()
     edge = EdgeProc(root / "plane")

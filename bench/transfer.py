@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import stop_cleanly_on_sigterm
 from bench.gateway import CHUNK, FILE_SIZE, POD, random_file, run, wait_ready
 from bench.results import write_section
 from openpod.adapters.runtimes.base import PodLaunch, PortRequest
@@ -144,6 +145,7 @@ def report(mbps: dict[str, list[float]], browser: str) -> str:
 
 
 def main() -> None:
+    stop_cleanly_on_sigterm()
     if os.geteuid() != 0:
         raise SystemExit("bench.transfer runs a real local pod for scp: run it as root")
     started = time.monotonic()
