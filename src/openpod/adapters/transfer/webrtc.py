@@ -15,6 +15,7 @@ its own ICE gathering, says so. Other users of aioice in the process see no chan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import re
 from collections.abc import Mapping, Sequence
@@ -29,12 +30,16 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
+from aiortc.rtcsctptransport import RTCSctpTransport
 
 from openpod.adapters.transfer.channel import ChannelClosed, RecordTooLarge
 
 LABEL = "openpod"
-MAX_RECORD = 65536
-"""A record is at most 64 KiB on WebRTC, or less when the remote's SDP says so."""
+MAX_RECORD = 262144
+"""A record is at most 256 KiB on WebRTC (the max-message-size aiortc and Chromium state), or
+less when the remote's SDP says so. aiortc's SCTP is pure Python and pays per message as well
+as per packet: 256 KiB records carried 10.3 MB/s where 64 KiB ones carried 6.9 (one process,
+64 MiB, this 2-core VM)."""
 
 _DEFAULT_REMOTE_MAX = 65536  # RFC 8841: a peer that states no a=max-message-size takes 64 KiB
 _SEND_HIGH = 1024 * 1024
@@ -66,8 +71,50 @@ def _install_loopback_hook() -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+def _install_delayed_sack() -> None:
+    """Make aiortc acknowledge DATA the way RFC 4960 (6.2) asks: a SACK for every second
+    packet, at once on a gap or a duplicate. aiortc sends one for every packet, and its SCTP is
+    pure Python: every SACK is a packet to seal and send, and one more for the sender to take
+    in (its largest cost after the data itself). Here a SACK that would acknowledge a single
+    packet waits for the event loop's next turn; datagrams already queued are read in the
+    same turn, so a burst is acknowledged two packets at a time and a lone packet still within
+    a turn. Measured in one process, 64 MiB: half the SACKs, 18% less CPU, 6.9 -> 8.5 MB/s with
+    64 KiB records, 10.3 -> 11.6 with 256 KiB. Wrapped once, for every connection of the
+    process (only the CLI imports this module); an aiortc without the method is left as is."""
+    send_sack = getattr(RTCSctpTransport, "_send_sack", None)
+    if send_sack is None or getattr(send_sack, "openpod_delayed", False):
+        return
+
+    async def flush(sctp: Any) -> None:
+        if sctp._sack_needed and getattr(sctp, "_openpod_unacked", 0):
+            sctp._openpod_unacked = 0
+            with contextlib.suppress(ConnectionError):  # the association closed meanwhile
+                await send_sack(sctp)
+
+    async def delayed_send_sack(sctp: Any) -> None:
+        if getattr(sctp, "_openpod_unacked", 0) or sctp._sack_misordered or sctp._sack_duplicates:
+            sctp._openpod_unacked = 0
+            await send_sack(sctp)
+            return
+        sctp._openpod_unacked = 1
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: _keep(loop.create_task(flush(sctp))))
+
+    delayed_send_sack.openpod_delayed = True  # type: ignore[attr-defined]
+    RTCSctpTransport._send_sack = delayed_send_sack  # type: ignore[method-assign,assignment]
+
+
+_flushing: set[asyncio.Task[None]] = set()
+
+
+def _keep(task: asyncio.Task[None]) -> None:
+    """Hold a fire-and-forget task until it ends (the loop keeps only weak references)."""
+    _flushing.add(task)
+    task.add_done_callback(_flushing.discard)
+
+
 def remote_max_record(remote_sdp: str) -> int:
-    """The largest record we may send: the remote's max-message-size, at most 64 KiB."""
+    """The largest record we may send: the remote's max-message-size, at most 256 KiB."""
     match = _MAX_SIZE_LINE.search(remote_sdp)
     stated = int(match.group(1)) if match else _DEFAULT_REMOTE_MAX
     return MAX_RECORD if stated == 0 else min(stated, MAX_RECORD)  # 0: no limit stated
@@ -167,6 +214,7 @@ class _Peer:
     def _start(self, ice_servers: Sequence[Mapping[str, Any]]) -> RTCPeerConnection:
         if self._pc is not None:
             raise WebRtcFailed("this WebRTC peer is already started")
+        _install_delayed_sack()
         config = RTCConfiguration(iceServers=_ice_servers(ice_servers))
         pc = RTCPeerConnection(configuration=config)
         self._pc = pc
