@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from openpod.adapters.transfer.channel import ChannelClosed
-from openpod.cli.receive_files import receive_files
+from openpod.cli.receive_files import WINDOW, receive_files
 from openpod.cli.send_files import PART, collect, send_files
 from openpod.cli.send_peer import Link, TransferFailed
 from openpod.domain import transfer_protocol as proto
 from openpod.domain.transfer_keys import IntegrityError, Opener, Sealer
+
+EMPTY = hashlib.sha256().hexdigest()
 
 
 class QueueChannel:
@@ -41,18 +43,20 @@ class QueueChannel:
         await self.outbox.put(None)
 
 
-def pair() -> tuple[Link, Link]:
-    a: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-    b: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+def pair(transport: str = "relay", depth: int = 8) -> tuple[Link, Link]:
+    a: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
+    b: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
     ks, kr = os.urandom(32), os.urandom(32)
-    sender = Link(QueueChannel(a, b), "relay", Sealer(ks), Opener(kr))
-    receiver = Link(QueueChannel(b, a), "relay", Sealer(kr), Opener(ks))
+    sender = Link(QueueChannel(a, b), transport, Sealer(ks), Opener(kr))
+    receiver = Link(QueueChannel(b, a), transport, Sealer(kr), Opener(ks))
     return sender, receiver
 
 
-async def run(sources: list[Path], into: Path, overwrite: bool = False) -> tuple[Any, Any]:
+async def run(
+    sources: list[Path], into: Path, overwrite: bool = False, transport: str = "relay"
+) -> tuple[Any, Any]:
     manifest, locals_, _links = collect(sources)
-    sender, receiver = pair()
+    sender, receiver = pair(transport)
 
     async def send() -> Any:
         try:
@@ -228,3 +232,124 @@ def test_loopback_only_offers_keep_no_other_candidate() -> None:
     assert "127.0.0.1 50000" in kept
     assert "192.0.2.2" not in kept and "fd00::2" not in kept
     assert kept.startswith("v=0\r\n") and kept.endswith("a=end-of-candidates")
+
+
+async def test_on_webrtc_the_receiver_reports_what_it_wrote(tmp_path: Path) -> None:
+    """Over WebRTC the receiver asks for a window and reports with `got` as it writes; a
+    sender that keeps to it gets every file through."""
+    data = os.urandom(WINDOW + 5 * 1024 * 1024)
+    (tmp_path / "f.bin").write_bytes(data)
+    manifest, locals_, _links = collect([tmp_path / "f.bin"])
+    sender, receiver = pair("webrtc")
+    said: list[dict[str, Any]] = []
+    send = receiver.send
+
+    async def noted(plaintext: bytes) -> None:
+        if plaintext[:1] == b"J":
+            said.append(proto.parse_control(plaintext))
+        await send(plaintext)
+
+    receiver.send = noted  # type: ignore[method-assign]
+
+    async def send_all() -> Any:
+        try:
+            return await send_files(sender, manifest, locals_, lambda _n: None)
+        finally:
+            await sender.close()
+
+    sent, got = await asyncio.gather(
+        send_all(), receive_files(receiver, tmp_path / "in", False, lambda _n: None)
+    )
+    assert (tmp_path / "in" / "f.bin").read_bytes() == data
+    assert got.sha256 == sent.sha256
+    assert [m for m in said if m["t"] == "go"] == [{"t": "go", "window": WINDOW}]
+    reports = [m["bytes"] for m in said if m["t"] == "got"]
+    steps = [b - a for a, b in zip([0, *reports], reports, strict=False)]
+    assert all(WINDOW // 4 <= step < WINDOW // 4 + sender.max_data for step in steps), steps
+    assert len(reports) >= len(data) // (WINDOW // 4 + sender.max_data)
+
+
+async def test_the_sender_stops_at_the_window_until_the_receiver_reports(tmp_path: Path) -> None:
+    """A receiver that saves nothing (a paused download) holds the sender at its window: the
+    sender never has more than the window sent and unreported. The scripted receiver reports
+    only once no more data comes and the window is nearly full, so a sender that ran past the
+    window would be caught by the count."""
+    window = proto.WINDOW_MIN
+    size = 5 * window + 12345
+    (tmp_path / "f.bin").write_bytes(os.urandom(size))
+    manifest, locals_, _links = collect([tmp_path / "f.bin"])
+    sender, receiver = pair("webrtc", depth=10_000)
+    sending = asyncio.ensure_future(send_files(sender, manifest, locals_, lambda _n: None))
+    try:
+        assert proto.parse_manifest(proto.parse_control(await receiver.recv())).credit
+        await receiver.send(proto.control({"t": "have", "files": [{"offset": 0, "sha256": EMPTY}]}))
+        assert proto.parse_plan(proto.parse_control(await receiver.recv()), manifest) == [0]
+        await receiver.send(proto.control(proto.go(window)))
+        assert proto.parse_control(await receiver.recv()) == {"t": "file", "i": 0}
+        received, reported, reports = 0, 0, 0
+        largest = sender.max_data
+        while True:
+            try:
+                plaintext = await asyncio.wait_for(receiver.recv(), 0.5)
+            except TimeoutError:  # nothing more comes: the sender waits (or is slow)
+                if received - reported > window - largest:
+                    reported, reports = received, reports + 1
+                    await receiver.send(proto.control({"t": "got", "bytes": received}))
+                continue
+            if plaintext[:1] != b"D":
+                proto.parse_end(proto.parse_control(plaintext), 0)
+                break
+            received += len(plaintext) - 1
+            assert received - reported <= window
+        assert received == size
+        assert reports >= size // window - 1
+        await receiver.send(proto.control({"t": "ok", "i": 0}))
+        assert proto.parse_control(await receiver.recv()) == {"t": "done"}
+        await receiver.send(proto.control({"t": "done"}))
+        report = await sending
+        assert report.bytes_sent == size
+    finally:
+        sending.cancel()
+
+
+async def test_a_sender_without_credit_gets_no_window(tmp_path: Path) -> None:
+    """An older sender (no "credit" in its manifest) is sent a plain `go`, as before."""
+    for credit, expected in ((False, {"t": "go"}), (True, {"t": "go", "window": WINDOW})):
+        sender, receiver = pair("webrtc")
+        task = asyncio.ensure_future(
+            receive_files(receiver, tmp_path / "in", False, lambda _n: None)
+        )
+        files = [{"path": "f", "size": 1, "mode": 420}]
+        manifest = {
+            "t": "manifest",
+            "files": files,
+            "dirs": [],
+            **({"credit": 1} if credit else {}),
+        }
+        await sender.send(proto.control(manifest))
+        await sender.recv()  # have
+        await sender.send(proto.control({"t": "plan", "offsets": [0]}))
+        assert proto.parse_control(await sender.recv()) == expected
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_bad_window_or_report_stops_the_sender(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    manifest, locals_, _links = collect([tmp_path / "f.bin"])
+    for go, got, said in (
+        ({"t": "go", "window": 100}, None, "window of 100 bytes, outside"),
+        (proto.go(proto.WINDOW_MIN), 10**12, "reports 1000000000000 bytes written"),
+    ):
+        sender, receiver = pair("webrtc", depth=10_000)
+        sending = asyncio.ensure_future(send_files(sender, manifest, locals_, lambda _n: None))
+        await receiver.recv()  # manifest
+        await receiver.send(proto.control({"t": "have", "files": [{"offset": 0, "sha256": EMPTY}]}))
+        await receiver.recv()  # plan
+        await receiver.send(proto.control(go))
+        if got is not None:
+            await receiver.recv()  # file
+            await receiver.send(proto.control({"t": "got", "bytes": got}))
+        with pytest.raises(proto.ProtocolError, match=said):
+            await sending

@@ -23,6 +23,7 @@ from openpod.domain import transfer_protocol as proto
 from openpod.domain.transfer_keys import IntegrityError
 
 CLOSE_WAIT = 10.0
+WINDOW = 16 << 20  # file data the sender may have in flight on WebRTC, not yet written here
 
 
 @dataclass
@@ -128,7 +129,11 @@ async def _receive(link: Link, target: Path, overwrite: bool, progress: Progress
     plan = proto.parse_plan(proto.parse_control(await link.recv()), manifest)
     report = await asyncio.to_thread(_apply_plan, target, manifest, held, plan, overwrite)
     progress(sum(plan))
-    await link.send(proto.control({"t": "go"}))
+    # WebRTC has no back-pressure from here to the sender (aiortc hands every message over as
+    # it arrives): a window keeps what is sent and not yet written bounded.
+    window = WINDOW if manifest.credit and link.transport == "webrtc" else None
+    await link.send(proto.control(proto.go(window)))
+    written = Written(link, window, progress)
     coming = [i for i, entry in enumerate(manifest.files) if plan[i] < entry.size]
     for i in coming:
         message = proto.expect(proto.parse_control(await link.recv()), "file")
@@ -136,8 +141,7 @@ async def _receive(link: Link, target: Path, overwrite: bool, progress: Progress
             raise proto.ProtocolError(f"expected file {i}, the sender started {message.get('i')!r}")
         entry, h = manifest.files[i], held[i]
         digest = h.digest if plan[i] else hashlib.sha256()
-        written = await _write(link, i, h.part, plan[i], entry, digest, progress)
-        report.bytes_sent += written
+        report.bytes_sent += await _write(link, i, h.part, plan[i], entry, digest, written)
         os.replace(h.part, h.final)
         h.final.chmod(entry.mode)
         report.sha256[entry.path] = digest.hexdigest()
@@ -158,6 +162,25 @@ async def _sender_closes(link: Link) -> None:
         await asyncio.wait_for(link.recv(), CLOSE_WAIT)
 
 
+class Written:
+    """File data written so far: shown as progress, and reported to the sender by a `got`
+    each quarter of the window (when there is one)."""
+
+    def __init__(self, link: Link, window: int | None, progress: Progress) -> None:
+        self.link = link
+        self.window = window
+        self.progress = progress
+        self.total = 0
+        self.reported = 0
+
+    async def add(self, size: int) -> None:
+        self.total += size
+        self.progress(size)
+        if self.window is not None and self.total - self.reported >= self.window // 4:
+            self.reported = self.total
+            await self.link.send(proto.control({"t": "got", "bytes": self.total}))
+
+
 async def _write(
     link: Link,
     index: int,
@@ -165,7 +188,7 @@ async def _write(
     offset: int,
     entry: proto.FileEntry,
     digest: Any,
-    progress: Progress,
+    written: Written,
 ) -> int:
     """Write file data records to ``part`` from ``offset`` until ``end``; check the hash."""
     flags = os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC)
@@ -186,7 +209,7 @@ async def _write(
             digest.update(view)
             while view:
                 view = view[os.write(fd, view) :]
-            progress(len(plaintext) - 1)
+            await written.add(len(plaintext) - 1)
     finally:
         os.close(fd)
     if size != entry.size or digest.hexdigest() != end:

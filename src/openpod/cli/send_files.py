@@ -134,14 +134,17 @@ async def send_files(
             report.resumed.append(entry.path)
             progress(offset)
     await link.send(proto.control({"t": "plan", "offsets": plan}))
-    proto.expect(await _recv(link), "go")
+    credit = Credit(proto.parse_go(await _recv(link)))
     sending = [i for i, entry in enumerate(manifest.files) if plan[i] < entry.size]
-    replies = asyncio.ensure_future(_replies(link, sending))
+    replies = asyncio.ensure_future(_replies(link, sending, credit))
+    credit.watch(replies)
     try:
         for i in sending:
             entry = manifest.files[i]
             await link.send(proto.control({"t": "file", "i": i}))
-            sent = await _stream(link, sources[i], plan[i], entry.size, hashers[i], progress)
+            sent = await _stream(
+                link, sources[i], plan[i], entry.size, hashers[i], progress, credit
+            )
             report.bytes_sent += sent
             report.sha256[entry.path] = hashers[i].hexdigest()
             await link.send(proto.control({"t": "end", "i": i, "sha256": hashers[i].hexdigest()}))
@@ -162,22 +165,66 @@ async def send_files(
     return report
 
 
-async def _replies(link: Link, sending: list[int]) -> None:
-    """The receiver's ``ok`` for each file in order, then ``done``.
+class Credit:
+    """The receiver's window (docs/transfer.md): file data sent and not yet reported written
+    by a `got` stays within it. None: the transport's own flow control is enough."""
+
+    def __init__(self, window: int | None) -> None:
+        self.window = window
+        self.sent = 0
+        self.acked = 0
+        self.replies: asyncio.Future[None] | None = None
+        self._moved = asyncio.Event()
+
+    def watch(self, replies: asyncio.Future[None]) -> None:
+        """The task reading the receiver's replies: a wait for room ends when it does."""
+        self.replies = replies
+        replies.add_done_callback(lambda _done: self._moved.set())
+
+    async def room(self, size: int) -> None:
+        """Wait until `size` more bytes fit the window, then count them as sent."""
+        while self.window is not None and self.sent + size - self.acked > self.window:
+            if self.replies is not None and self.replies.done():
+                self.replies.result()  # the receiver's reason, if it stopped with one
+                raise TransferFailed("the receiver finished before every file was sent")
+            self._moved.clear()
+            await self._moved.wait()
+        self.sent += size
+
+    def got(self, message: dict[str, Any]) -> None:
+        self.acked = proto.parse_got(message, self.acked, self.sent)
+        self._moved.set()
+
+
+async def _reply(link: Link, credit: Credit) -> dict[str, Any]:
+    """The receiver's next message other than `got` (those move the window)."""
+    while (message := await _recv(link)).get("t") == "got":
+        credit.got(message)
+    return message
+
+
+async def _replies(link: Link, sending: list[int], credit: Credit) -> None:
+    """The receiver's ``ok`` for each file in order, then ``done``; ``got`` between them.
 
     Once every file is confirmed the transfer is complete: a channel that closes before the
     courtesy ``done`` arrives (a WebRTC peer may drop what it had not flushed) is not a failure.
     """
     for i in sending:
-        message = proto.expect(await _recv(link), "ok")
+        message = proto.expect(await _reply(link, credit), "ok")
         if message.get("i") != i:
             raise TransferFailed(f"the receiver confirmed file {message.get('i')!r}, not {i}")
     with contextlib.suppress(ChannelClosed):
-        proto.expect(await _recv(link), "done")
+        proto.expect(await _reply(link, credit), "done")
 
 
 async def _stream(
-    link: Link, source: Path, offset: int, size: int, digest: Any, progress: Progress
+    link: Link,
+    source: Path,
+    offset: int,
+    size: int,
+    digest: Any,
+    progress: Progress,
+    credit: Credit,
 ) -> int:
     """Send ``source`` from ``offset`` to ``size`` as data records; the bytes sent."""
     left = size - offset
@@ -189,6 +236,7 @@ async def _stream(
             if not chunk:
                 raise TransferFailed(f"{source} shrank while being sent")
             digest.update(chunk)
+            await credit.room(len(chunk))
             await link.send(proto.data(chunk))
             left -= len(chunk)
             progress(len(chunk))

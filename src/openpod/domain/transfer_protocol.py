@@ -87,6 +87,7 @@ class FileEntry:
 class Manifest:
     files: tuple[FileEntry, ...]
     dirs: tuple[str, ...]
+    credit: bool = True  # the sender keeps to a receiver's window (`go`'s "window", `got`)
 
     @property
     def total(self) -> int:
@@ -97,6 +98,7 @@ class Manifest:
             "t": "manifest",
             "files": [{"path": f.path, "size": f.size, "mode": f.mode} for f in self.files],
             "dirs": list(self.dirs),
+            **({"credit": 1} if self.credit else {}),
         }
 
 
@@ -129,7 +131,7 @@ def parse_manifest(message: dict[str, Any]) -> Manifest:
     clash = seen.intersection(folders)
     if clash:
         raise ProtocolError(f"the manifest lists {sorted(clash)[0]!r} as a file and a directory")
-    return Manifest(tuple(entries), folders)
+    return Manifest(tuple(entries), folders, credit=message.get("credit") == 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +186,38 @@ def parse_end(message: dict[str, Any], index: int) -> str:
     if message.get("i") != index:
         raise ProtocolError(f"'end' names file {message.get('i')!r}, expected {index}")
     return _hex_digest(message.get("sha256"), "the sender's hash")
+
+
+WINDOW_MIN = 1 << 20  # more than one data record on every transport
+WINDOW_MAX = 1 << 30
+
+
+def go(window: int | None) -> dict[str, Any]:
+    """The receiver's `go`; with `window`, the sender may have at most that many bytes of file
+    data sent and not yet reported written by a `got`."""
+    return {"t": "go"} if window is None else {"t": "go", "window": window}
+
+
+def parse_go(message: dict[str, Any]) -> int | None:
+    """The window the receiver asks for, or None (no flow control: the transport's own)."""
+    expect(message, "go")
+    window = message.get("window")
+    if window is None:
+        return None
+    if not isinstance(window, int) or isinstance(window, bool):
+        raise ProtocolError(f"'go' asks for a window that is not a whole number: {window!r}")
+    if not WINDOW_MIN <= window <= WINDOW_MAX:
+        raise ProtocolError(
+            f"'go' asks for a window of {window} bytes, outside {WINDOW_MIN}..{WINDOW_MAX}"
+        )
+    return window
+
+
+def parse_got(message: dict[str, Any], acked: int, sent: int) -> int:
+    """The bytes of file data a `got` says are written: never fewer than before (`acked`),
+    never more than were sent."""
+    expect(message, "got")
+    written = _count(message.get("bytes"), "the bytes a 'got' reports")
+    if not acked <= written <= sent:
+        raise ProtocolError(f"'got' reports {written} bytes written; {sent} were sent")
+    return written

@@ -11,6 +11,11 @@ const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78
 const MAX_PATH_BYTES = 4096;
 const ANSWER_MS = 120000; // a receiver may take a while to confirm a large file's hash
 const CLOSE_MS = 3000;
+// Flow control on WebRTC (docs/transfer.md "The transfer"): the data channel hands every
+// message to the page as it arrives, so nothing else stops a sender when saving stalls.
+const WINDOW = 16 * 1024 * 1024; // what a receiver lets be sent and not yet saved
+const WINDOW_MIN = 1024 * 1024;
+const WINDOW_MAX = 1024 * 1024 * 1024;
 
 /** Counts bytes and time for the progress bar and the final report. */
 class Meter {
@@ -58,6 +63,58 @@ async function hashPrefix(file, length) {
   return hash;
 }
 
+/** The sender's view of the receiver's window: `got` moves it; the other replies pass. */
+class Credit {
+  constructor(channel, go) {
+    this.channel = channel;
+    this.sent = 0;
+    this.acked = 0;
+    this.window = 0; // none asked for: the transport's own flow control
+    if (go.window !== undefined) {
+      if (!Number.isSafeInteger(go.window) || go.window < WINDOW_MIN || go.window > WINDOW_MAX) {
+        throw new TransferError("protocol", `'go' asks for a window of ${go.window} bytes, outside ${WINDOW_MIN}..${WINDOW_MAX}.`);
+      }
+      this.window = go.window;
+    }
+  }
+
+  take(json) {
+    const bytes = json.bytes;
+    if (!Number.isSafeInteger(bytes) || bytes < this.acked || bytes > this.sent) {
+      throw new TransferError("protocol", `'got' reports ${bytes} bytes written; ${this.sent} were sent.`);
+    }
+    this.acked = bytes;
+  }
+
+  async next() {
+    const message = await this.channel.recv(ANSWER_MS);
+    if (message.json && message.json.t === "got") {
+      this.take(message.json);
+      return null;
+    }
+    return message;
+  }
+
+  /** Resolves once `n` more bytes fit the window (reading the receiver's `got`s). */
+  async room(n) {
+    while (this.window && (this.channel.pending || this.sent + n - this.acked > this.window)) {
+      const other = await this.next();
+      if (other) throw new TransferError("protocol", `Expected 'got' from the other side, got '${other.json ? other.json.t : "file data"}'.`);
+    }
+    this.sent += n;
+  }
+
+  /** The next control message other than `got`; it must be of type `t`. */
+  async expect(t) {
+    let message = null;
+    while (!message) message = await this.next();
+    if (!message.json || message.json.t !== t) {
+      throw new TransferError("protocol", `Expected '${t}' from the other side, got '${message.json ? message.json.t : "file data"}'.`);
+    }
+    return message.json;
+  }
+}
+
 /** The sender's side: `entries` is [{file, path}], `dirs` the folders to create. */
 export async function sendFiles(channel, entries, dirs, onProgress) {
   try {
@@ -70,7 +127,7 @@ export async function sendFiles(channel, entries, dirs, onProgress) {
 
 async function sendAll(channel, entries, dirs, onProgress) {
   const files = entries.map(({ file, path }) => ({ path, size: file.size, mode: 0o644 }));
-  await channel.sendJson({ t: "manifest", files, dirs });
+  await channel.sendJson({ t: "manifest", files, dirs, credit: 1 });
   const have = await channel.expect("have", ANSWER_MS);
   if (!Array.isArray(have.files) || have.files.length !== files.length) {
     throw new TransferError("protocol", "'have' does not list one entry per file.");
@@ -89,25 +146,25 @@ async function sendAll(channel, entries, dirs, onProgress) {
     hashes.push(hash);
   }
   await channel.sendJson({ t: "plan", offsets });
-  await channel.expect("go", ANSWER_MS);
+  const credit = new Credit(channel, await channel.expect("go", ANSWER_MS));
   const meter = new Meter(files.reduce((sum, f, i) => sum + f.size - offsets[i], 0), onProgress);
   const results = [];
   for (const [i, { file, path }] of entries.entries()) {
     if (offsets[i] < file.size) {
       await channel.sendJson({ t: "file", i });
-      await sendOne(channel, file, offsets[i], hashes[i], (n) => meter.add(n, path));
+      await sendOne(channel, file, offsets[i], hashes[i], (n) => meter.add(n, path), credit);
     }
     const sha256 = hashes[i].digestHex();
     if (offsets[i] < file.size) {
       await channel.sendJson({ t: "end", i, sha256 });
-      const ok = await channel.expect("ok", ANSWER_MS);
+      const ok = await credit.expect("ok");
       if (ok.i !== i) throw new TransferError("protocol", `'ok' names file ${ok.i}, expected ${i}.`);
     }
     results.push({ path, size: file.size, sha256, resumedFrom: offsets[i] });
   }
   await channel.sendJson({ t: "done" });
   try {
-    await channel.expect("done", ANSWER_MS);
+    await credit.expect("done");
   } catch (error) {
     // Every file was confirmed with `ok` (its hash checked): a receiver that closes at once
     // after its `done` may lose that last record on the way, which changes nothing.
@@ -117,7 +174,7 @@ async function sendAll(channel, entries, dirs, onProgress) {
 }
 
 /** One file's data records from `offset`; the next slice is read while this one is sent. */
-async function sendOne(channel, file, offset, hash, counted) {
+async function sendOne(channel, file, offset, hash, counted, credit) {
   const step = channel.maxData;
   let reading = offset < file.size ? readSlice(file, offset, Math.min(file.size, offset + READ_CHUNK)) : null;
   for (let at = offset; at < file.size; at += READ_CHUNK) {
@@ -127,6 +184,7 @@ async function sendOne(channel, file, offset, hash, counted) {
     for (let p = 0; p < chunk.length; p += step) {
       const record = chunk.subarray(p, p + step);
       hash.update(record);
+      await credit.room(record.length);
       await channel.sendData(record);
       counted(record.length);
     }
@@ -157,7 +215,8 @@ function checkManifest(manifest) {
 export async function receiveFiles(channel, sink, onProgress) {
   let writer = null;
   try {
-    const { files, dirs } = checkManifest(await channel.expect("manifest", ANSWER_MS));
+    const manifest = await channel.expect("manifest", ANSWER_MS);
+    const { files, dirs } = checkManifest(manifest);
     // A browser keeps no part files: it holds nothing of any file yet.
     await channel.sendJson({ t: "have", files: files.map(() => ({ offset: 0, sha256: EMPTY_SHA256 })) });
     const plan = await channel.expect("plan", ANSWER_MS);
@@ -166,7 +225,12 @@ export async function receiveFiles(channel, sink, onProgress) {
       throw new TransferError("protocol", "The sender's plan does not match what this browser holds.");
     }
     if (sink.begin) await sink.begin(files, dirs);
-    await channel.sendJson({ t: "go" });
+    // A sender that keeps to a window gets one on WebRTC: saving may stall (a paused
+    // download), and nothing else would stop it from sending.
+    const window = manifest.credit === 1 && channel.name === "webrtc" ? WINDOW : 0;
+    await channel.sendJson(window ? { t: "go", window } : { t: "go" });
+    let saved = 0;
+    let reported = 0;
     const meter = new Meter(files.reduce((sum, f) => sum + f.size, 0), onProgress);
     const results = [];
     for (const [i, entry] of files.entries()) {
@@ -201,6 +265,11 @@ export async function receiveFiles(channel, sink, onProgress) {
         hash.update(message.data);
         await writer.write(message.data);
         meter.add(message.data.length, entry.path);
+        saved += message.data.length;
+        if (window && saved - reported >= window / 4) {
+          reported = saved;
+          await channel.sendJson({ t: "got", bytes: saved });
+        }
       }
     }
     await channel.expect("done", ANSWER_MS);
