@@ -59,8 +59,10 @@ class ScriptedReceiver {
     if (this.window) check(`at most the window unreported (${this.received - this.reported})`, this.received - this.reported <= this.window);
   }
 
-  async recv() {
+  async recv(ms) {
     if (!this.queue.length && this.received > this.reported) {
+      // A paused download may keep the sender waiting for room as long as it likes.
+      check(`the wait for room has no time limit (${ms})`, !ms);
       // The sender waits for us with data unreported: it must have filled its window.
       if (this.window) check("the sender waited only with its window full", this.received - this.reported > this.window - MAX_DATA);
       this.reported = this.received;

@@ -86,8 +86,8 @@ class Credit {
     this.acked = bytes;
   }
 
-  async next() {
-    const message = await this.channel.recv(ANSWER_MS);
+  async next(ms) {
+    const message = await this.channel.recv(ms);
     if (message.json && message.json.t === "got") {
       this.take(message.json);
       return null;
@@ -95,10 +95,11 @@ class Credit {
     return message;
   }
 
-  /** Resolves once `n` more bytes fit the window (reading the receiver's `got`s). */
+  /** Resolves once `n` more bytes fit the window (reading the receiver's `got`s). No time
+   * limit: a paused download may wait as long as its user likes; a closed channel ends it. */
   async room(n) {
     while (this.window && (this.channel.pending || this.sent + n - this.acked > this.window)) {
-      const other = await this.next();
+      const other = await this.next(0);
       if (other) throw new TransferError("protocol", `Expected 'got' from the other side, got '${other.json ? other.json.t : "file data"}'.`);
     }
     this.sent += n;
@@ -107,7 +108,7 @@ class Credit {
   /** The next control message other than `got`; it must be of type `t`. */
   async expect(t) {
     let message = null;
-    while (!message) message = await this.next();
+    while (!message) message = await this.next(ANSWER_MS);
     if (!message.json || message.json.t !== t) {
       throw new TransferError("protocol", `Expected '${t}' from the other side, got '${message.json ? message.json.t : "file data"}'.`);
     }
