@@ -218,14 +218,21 @@ class Measured:
     # direction ("up", "down") -> way -> runs
     scp_mbps: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     host_cpu_s: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per GiB
-    gateway_cpu_s: list[float] = field(default_factory=list)  # per GiB relayed, up
-    fast_cpu_s: dict[str, list[float]] = field(default_factory=dict)  # per GiB, the fast path's
+    # this process's CPU per GiB (the gateway and its fast path live here), same keys
+    own_cpu_s: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def record(self, direction: str, way: str, seconds: float, host_cpu: float) -> None:
+    def scp(self, direction: str, way: Way, argv: list[str], landed: Path) -> None:
+        """One timed scp `argv` of the file by `way`, which must leave FILE_SIZE bytes at
+        `landed`."""
+        own, host = own_cpu_seconds(), host_cpu_seconds()
+        seconds = run(argv)
+        host, own = host_cpu_seconds() - host, own_cpu_seconds() - own
+        if landed.stat().st_size != FILE_SIZE:
+            raise RuntimeError(f"scp {direction} {way.name} left {landed.stat().st_size} bytes")
         mbps = FILE_SIZE / 1e6 / seconds
-        self.scp_mbps.setdefault(direction, {}).setdefault(way, []).append(mbps)
-        self.host_cpu_s.setdefault(direction, {}).setdefault(way, []).append(host_cpu)
-        print(f"  scp {direction} {way}: {mbps:.0f} MB/s, host CPU {host_cpu:.1f} s", flush=True)
+        for table, value in ((self.scp_mbps, mbps), (self.host_cpu_s, host), (self.own_cpu_s, own)):
+            table.setdefault(direction, {}).setdefault(way.name, []).append(value)
+        print(f"  scp {direction} {way.name}: {mbps:.0f} MB/s, host CPU {host:.1f} s", flush=True)
 
 
 def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -> Measured:
@@ -255,27 +262,11 @@ def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -
             order = every if turn % 2 == 0 else every[::-1]
             for way in order:
                 landed.unlink(missing_ok=True)
-                own, host = own_cpu_seconds(), host_cpu_seconds()
-                seconds = run([*way.scp, str(upload), f"{way.host}:upload.bin"])
-                host = host_cpu_seconds() - host
-                if way.name == GATEWAY:
-                    measured.gateway_cpu_s.append(own_cpu_seconds() - own)
-                if way.name == FAST:
-                    measured.fast_cpu_s.setdefault("up", []).append(own_cpu_seconds() - own)
-                if landed.stat().st_size != FILE_SIZE:
-                    raise RuntimeError(f"scp {way.name} left {landed.stat().st_size} bytes")
-                measured.record("up", way.name, seconds, host)
+                measured.scp("up", way, [*way.scp, str(upload), f"{way.host}:upload.bin"], landed)
             os.sync()  # the uploads' writeback is not charged to the downloads
             for way in order:
                 back.unlink(missing_ok=True)
-                own, host = own_cpu_seconds(), host_cpu_seconds()
-                seconds = run([*way.scp, f"{way.host}:upload.bin", str(back)])
-                host = host_cpu_seconds() - host
-                if way.name == FAST:
-                    measured.fast_cpu_s.setdefault("down", []).append(own_cpu_seconds() - own)
-                if back.stat().st_size != FILE_SIZE:
-                    raise RuntimeError(f"scp down {way.name} left {back.stat().st_size} bytes")
-                measured.record("down", way.name, seconds, host)
+                measured.scp("down", way, [*way.scp, f"{way.host}:upload.bin", str(back)], back)
                 back.unlink()
                 os.sync()
         landed.unlink(missing_ok=True)
@@ -341,13 +332,13 @@ def report(measured: Measured) -> str:
         "",
         f"Fast path / straight: **{mbps[FAST] / mbps[DIRECT]:.2f}x** up, "
         f"**{down[FAST] / down[DIRECT]:.2f}x** down (target ≥ 0.8x; the fast path spent "
-        f"{med(measured.fast_cpu_s['up']):.1f} s of CPU per GiB up, "
-        f"{med(measured.fast_cpu_s['down']):.1f} s down: the kernel's work for the second TCP "
+        f"{med(measured.own_cpu_s['up'][FAST]):.1f} s of CPU per GiB up, "
+        f"{med(measured.own_cpu_s['down'][FAST]):.1f} s down: the kernel's work for the second TCP "
         "hop, which on this host shares the 2 cores with both ends' encryption); "
         f"gateway (`ssh -J`) / straight: {gated:.2f}x; OpenSSH jump host / straight: "
         f"{mbps[JUMP] / mbps[DIRECT]:.2f}x; gateway / OpenSSH jump host: "
         f"{mbps[GATEWAY] / mbps[JUMP]:.2f}x. The gateway itself spent "
-        f"{med(measured.gateway_cpu_s):.1f} s of CPU per GiB relayed (it decrypts the jump "
+        f"{med(measured.own_cpu_s['up'][GATEWAY]):.1f} s of CPU per GiB relayed (it decrypts the jump "
         "session's every byte and hands the still-encrypted inner session to the pod).",
         "",
         f"`ssh POD true` (connect, authenticate, run one command), {TRUE_RUNS} runs each:",

@@ -57,14 +57,28 @@ async def run(
 ) -> tuple[Any, Any]:
     manifest, locals_, _links = collect(sources)
     sender, receiver = pair(transport)
+    return await asyncio.gather(
+        send_then_close(sender, manifest, locals_),
+        receive_files(receiver, into, overwrite, lambda _n: None),
+    )
 
-    async def send() -> Any:
-        try:
-            return await send_files(sender, manifest, locals_, lambda _n: None)
-        finally:
-            await sender.close()  # as send_run does: the receiver waits for this after `done`
 
-    return await asyncio.gather(send(), receive_files(receiver, into, overwrite, lambda _n: None))
+async def send_then_close(sender: Link, manifest: proto.Manifest, sources: list[Path]) -> Any:
+    try:
+        return await send_files(sender, manifest, sources, lambda _n: None)
+    finally:
+        await sender.close()  # as send_run does: the receiver waits for this after `done`
+
+
+async def answer_as_receiver(receiver: Link, go: dict[str, Any]) -> tuple[Any, Any]:
+    """A scripted receiver's side up to `go` (holding nothing of any file): the manifest and
+    the plan it was sent."""
+    manifest = proto.parse_manifest(proto.parse_control(await receiver.recv()))
+    have = [{"offset": 0, "sha256": EMPTY} for _ in manifest.files]
+    await receiver.send(proto.control({"t": "have", "files": have}))
+    plan = proto.parse_plan(proto.parse_control(await receiver.recv()), manifest)
+    await receiver.send(proto.control(go))
+    return manifest, plan
 
 
 def digest(path: Path) -> str:
@@ -250,15 +264,9 @@ async def test_on_webrtc_the_receiver_reports_what_it_wrote(tmp_path: Path) -> N
         await send(plaintext)
 
     receiver.send = noted  # type: ignore[method-assign]
-
-    async def send_all() -> Any:
-        try:
-            return await send_files(sender, manifest, locals_, lambda _n: None)
-        finally:
-            await sender.close()
-
     sent, got = await asyncio.gather(
-        send_all(), receive_files(receiver, tmp_path / "in", False, lambda _n: None)
+        send_then_close(sender, manifest, locals_),
+        receive_files(receiver, tmp_path / "in", False, lambda _n: None),
     )
     assert (tmp_path / "in" / "f.bin").read_bytes() == data
     assert got.sha256 == sent.sha256
@@ -281,10 +289,9 @@ async def test_the_sender_stops_at_the_window_until_the_receiver_reports(tmp_pat
     sender, receiver = pair("webrtc", depth=10_000)
     sending = asyncio.ensure_future(send_files(sender, manifest, locals_, lambda _n: None))
     try:
-        assert proto.parse_manifest(proto.parse_control(await receiver.recv())).credit
-        await receiver.send(proto.control({"t": "have", "files": [{"offset": 0, "sha256": EMPTY}]}))
-        assert proto.parse_plan(proto.parse_control(await receiver.recv()), manifest) == [0]
-        await receiver.send(proto.control(proto.go(window)))
+        told, plan = await answer_as_receiver(receiver, proto.go(window))
+        assert told.credit
+        assert plan == [0]
         assert proto.parse_control(await receiver.recv()) == {"t": "file", "i": 0}
         received, reported, reports = 0, 0, 0
         largest = sender.max_data
@@ -344,10 +351,7 @@ async def test_a_bad_window_or_report_stops_the_sender(tmp_path: Path) -> None:
     ):
         sender, receiver = pair("webrtc", depth=10_000)
         sending = asyncio.ensure_future(send_files(sender, manifest, locals_, lambda _n: None))
-        await receiver.recv()  # manifest
-        await receiver.send(proto.control({"t": "have", "files": [{"offset": 0, "sha256": EMPTY}]}))
-        await receiver.recv()  # plan
-        await receiver.send(proto.control(go))
+        await answer_as_receiver(receiver, go)
         if got is not None:
             await receiver.recv()  # file
             await receiver.send(proto.control({"t": "got", "bytes": got}))

@@ -178,7 +178,7 @@ async def test_a_sack_covers_two_packets(
 async def test_a_lone_message_is_acknowledged_in_its_turn(
     linked: tuple[WebRtcChannel, WebRtcChannel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One small record and nothing after it: its SACK goes out on the loop's next turn, not
+    """One small record and nothing after it: its SACK goes out two loop turns later, not
     with the next packet, so the sender's flight empties without a retransmission."""
     sender, receiver = linked
     counts = ChunkCounts(monkeypatch)
