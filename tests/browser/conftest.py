@@ -5,6 +5,10 @@ on a free 127.0.0.1 port, stopped by its PID); Chromium is Debian's (/usr/bin/ch
 nothing downloaded), launched with the flags that let WebRTC gather loopback candidates
 (/work/shared/MACHINE-NOTES.md "WebRTC"): the pages are opened with `?loopback=1`, which
 makes the page touch the fake microphone once, and camera/microphone are granted.
+
+Chromium (and the CLI in test_transfer_cli) runs in a network namespace of its own that has
+only `lo`, where 127.0.0.1:port leads to the control plane (tests/support/loopback_ns.py):
+on the host its WebRTC would also pair eth0's addresses with the peer's 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from tests.support.loopback_ns import LoopbackNamespace
 from tests.support.platform import ControlPlane
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,15 +42,35 @@ PAGE_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="session")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A control plane serving /transfer, its signaling and its relay."""
+def netns() -> Iterator[LoopbackNamespace]:
+    """Where Chromium and the CLI peers run: loopback only."""
+    with LoopbackNamespace() as namespace:
+        yield namespace
+
+
+@pytest.fixture(scope="session")
+def plane(
+    tmp_path_factory: pytest.TempPathFactory, netns: LoopbackNamespace
+) -> Iterator[ControlPlane]:
+    """A control plane serving /transfer, its signaling and its relay; its URL works on the
+    host and inside `netns`."""
     root = tmp_path_factory.mktemp("transfer-plane")
     running = ControlPlane(root)
     try:
         running.start()
+        netns.forward(running.port)
         yield running
     finally:
         running.stop()
+
+
+def launch_chromium(playwright: Playwright, netns: LoopbackNamespace, scratch: Path) -> Browser:
+    """Debian's Chromium inside `netns`, downloads under `scratch`."""
+    return playwright.chromium.launch(
+        executable_path=str(netns.executable(scratch, CHROMIUM)),
+        args=CHROMIUM_FLAGS,
+        downloads_path=scratch / "downloads",
+    )
 
 
 # Module scope, not session: playwright's sync API runs an event loop on this thread while it
@@ -57,12 +82,10 @@ def playwright() -> Iterator[Playwright]:
 
 
 @pytest.fixture(scope="module")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=CHROMIUM_FLAGS,
-        downloads_path=tmp_path_factory.mktemp("downloads"),
-    )
+def browser(
+    playwright: Playwright, netns: LoopbackNamespace, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    chromium = launch_chromium(playwright, netns, tmp_path_factory.mktemp("chromium"))
     try:
         yield chromium
     finally:

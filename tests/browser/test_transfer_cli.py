@@ -1,6 +1,7 @@
 """`openpod send`/`receive` (the Python CLI) and the /transfer page in Chromium move the same
 50 MiB both ways: the protocol is one, whichever side is a browser. The CLI runs as a child
-process (`python -m openpod ... --json --loopback`) against the same control plane."""
+process (`python -m openpod ... --json --loopback`) against the same control plane, in
+Chromium's network namespace (conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,43 @@ import pytest
 from playwright.sync_api import BrowserContext
 
 from tests.browser.conftest import open_page, random_file, sha256_of
-from tests.browser.test_transfer_page import BIG, click_for_download, offer, wait_state
+from tests.browser.test_transfer_page import (
+    BIG,
+    NEGOTIATED,
+    RECORD_CHANNELS,
+    click_for_download,
+    offer,
+    wait_state,
+)
+from tests.support.loopback_ns import LoopbackNamespace
 from tests.support.net import wait_until
 from tests.support.platform import ControlPlane
 
 CLI_SECONDS = 150
+# `python -m openpod` as a CLI from before pre-negotiated data channels: it does not say it
+# can make one, so the channel is opened in band (the sender announces it to the receiver).
+OLDER_CLI = """
+import dataclasses, runpy
+import openpod.cli.send_connect as connect
+newer = connect._transports
+async def older(session, options):
+    return await newer(session, dataclasses.replace(options, negotiated_channel=False))
+connect._transports = older
+runpy.run_module("openpod", run_name="__main__", alter_sys=True)
+"""
 
 
 class Cli:
     """One `openpod send`/`receive` run; its JSON lines land in a file we poll."""
 
-    def __init__(self, plane: ControlPlane, tmp_path: Path, args: list[str]) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        netns: LoopbackNamespace,
+        tmp_path: Path,
+        args: list[str],
+        older: bool = False,
+    ) -> None:
         self.out = tmp_path / f"cli-{args[0]}.jsonl"
         self.err = tmp_path / f"cli-{args[0]}.log"
         env = {
@@ -34,9 +61,10 @@ class Cli:
             "OPENPOD_CONFIG_DIR": str(tmp_path / "cli-config"),
             "PYTHONUNBUFFERED": "1",
         }
+        program = ["-c", OLDER_CLI] if older else ["-m", "openpod"]
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "openpod", *args, "--json", "--loopback"],
+                netns.command([sys.executable, *program, *args, "--json", "--loopback"]),
                 stdout=out,
                 stderr=err,
                 env=env,
@@ -78,13 +106,17 @@ def cli_runs() -> Any:
 
 
 def test_cli_sends_to_the_browser(
-    context: BrowserContext, plane: ControlPlane, tmp_path: Path, cli_runs: list[Cli]
+    context: BrowserContext,
+    plane: ControlPlane,
+    netns: LoopbackNamespace,
+    tmp_path: Path,
+    cli_runs: list[Cli],
 ) -> None:
     source = random_file(tmp_path / "from-cli.bin", BIG)
-    sender = Cli(plane, tmp_path, ["send", str(source)])
+    sender = Cli(plane, netns, tmp_path, ["send", str(source)])
     cli_runs.append(sender)
     code = sender.first_line()["code"]
-    receiver = open_page(context, plane)
+    receiver = open_page(context, plane, init_script=RECORD_CHANNELS)
     receiver.fill("#code-input", code)
     download = click_for_download(receiver, "#receive-go", sender.explain)
     saved = tmp_path / "saved" / "from-cli.bin"
@@ -96,19 +128,24 @@ def test_cli_sends_to_the_browser(
     assert sha256_of(saved) == digest
     assert hook["result"]["files"] == [{"path": "from-cli.bin", "size": BIG, "sha256": digest}]
     assert summary["transport"] == hook["transport"] == "webrtc"
+    assert receiver.evaluate("window.openpodChannels") == NEGOTIATED  # the CLI said it can
     assert list(summary["sha256"].values()) == [digest]
     print(f"\nCLI -> browser over webrtc: {hook['result']['mbps']:.1f} MB/s")
 
 
 def test_browser_sends_to_the_cli(
-    context: BrowserContext, plane: ControlPlane, tmp_path: Path, cli_runs: list[Cli]
+    context: BrowserContext,
+    plane: ControlPlane,
+    netns: LoopbackNamespace,
+    tmp_path: Path,
+    cli_runs: list[Cli],
 ) -> None:
     source = random_file(tmp_path / "from-browser.bin", BIG)
-    sender = open_page(context, plane)
+    sender = open_page(context, plane, init_script=RECORD_CHANNELS)
     code = offer(sender, source)
     into = tmp_path / "into"
     into.mkdir()
-    receiver = Cli(plane, tmp_path, ["receive", code, "--dir", str(into)])
+    receiver = Cli(plane, netns, tmp_path, ["receive", code, "--dir", str(into)])
     cli_runs.append(receiver)
     summary = receiver.finish()
     hook = wait_state(sender, "done", "failed")
@@ -117,5 +154,42 @@ def test_browser_sends_to_the_cli(
     assert sha256_of(into / "from-browser.bin") == digest
     assert hook["result"]["files"][0]["sha256"] == digest
     assert summary["transport"] == hook["transport"] == "webrtc"
+    assert sender.evaluate("window.openpodChannels") == NEGOTIATED
     assert summary["bytes"] == BIG
     print(f"\nbrowser -> CLI over webrtc: {hook['result']['mbps']:.1f} MB/s")
+
+
+@pytest.mark.parametrize("page_is", ["receiver", "sender"])
+def test_an_older_cli_gets_the_channel_opened_in_band(
+    context: BrowserContext,
+    plane: ControlPlane,
+    netns: LoopbackNamespace,
+    tmp_path: Path,
+    cli_runs: list[Cli],
+    page_is: str,
+) -> None:
+    """A CLI that does not say it can pre-negotiate the data channel still gets WebRTC: the
+    page takes the channel the CLI opens (page receiving) or opens it in band (page sending)."""
+    source = random_file(tmp_path / "older.bin", 2 * 1024 * 1024)
+    page = open_page(context, plane, init_script=RECORD_CHANNELS)
+    if page_is == "receiver":
+        cli = Cli(plane, netns, tmp_path, ["send", str(source)], older=True)
+        cli_runs.append(cli)
+        page.fill("#code-input", cli.first_line()["code"])
+        download = click_for_download(page, "#receive-go", cli.explain)
+        arrived = tmp_path / "saved" / "older.bin"
+        download.save_as(arrived)
+    else:
+        code = offer(page, source)
+        arrived = tmp_path / "into" / "older.bin"
+        arrived.parent.mkdir()
+        args = ["receive", code, "--dir", str(arrived.parent)]
+        cli = Cli(plane, netns, tmp_path, args, older=True)
+        cli_runs.append(cli)
+    summary = cli.finish()
+    hook = wait_state(page, "done", "failed")
+    assert hook["error"] is None, hook["error"]
+    assert sha256_of(arrived) == sha256_of(source)
+    assert summary["transport"] == hook["transport"] == "webrtc"
+    made = [] if page_is == "receiver" else [{"label": "openpod", "ordered": True}]
+    assert page.evaluate("window.openpodChannels") == made

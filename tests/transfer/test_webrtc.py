@@ -86,6 +86,26 @@ async def test_records_both_ways_in_order(linked: tuple[WebRtcChannel, WebRtcCha
     assert sender.max_record == receiver.max_record == 256 * KiB  # what aiortc states
 
 
+@pytest.mark.parametrize("negotiated", [False, True], ids=["in-band", "pre-negotiated"])
+async def test_the_answering_side_speaks_first_either_way(negotiated: bool) -> None:
+    """The channel opened in band (the offer's side announces it) or pre-negotiated (both
+    make it on stream 0): the receiver's first record - `hello` in the protocol - arrives."""
+    offer, answer = WebRtcOffer(), WebRtcAnswer()
+    offer_sdp = await offer.create([], negotiated=negotiated)
+    answer_sdp = await answer.answer(loopback_only(offer_sdp), [], negotiated=negotiated)
+    await offer.accept(loopback_only(answer_sdp))
+    sender, receiver = await asyncio.gather(offer.channel(10), answer.channel(10))
+    try:
+        assert (sender.negotiated, receiver.negotiated) == (negotiated, negotiated)
+        await receiver.send(b"hello")
+        assert await asyncio.wait_for(sender.recv(), 10) == b"hello"
+        await sender.send(b"manifest")
+        assert await asyncio.wait_for(receiver.recv(), 10) == b"manifest"
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
 async def test_send_refuses_a_record_over_max_record(
     linked: tuple[WebRtcChannel, WebRtcChannel],
 ) -> None:

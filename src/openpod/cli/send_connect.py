@@ -38,6 +38,8 @@ class Options:
     listen_port: int = 0
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     loopback_only: bool = False  # offer only 127.0.0.1: both ends on one machine
+    # Say that our WebRTC data channel can be pre-negotiated (peers before it do not say so)
+    negotiated_channel: bool = True
 
 
 def only_loopback(sdp: str) -> str:
@@ -55,12 +57,27 @@ def _offered(sdp: str, options: Options) -> str:
     return only_loopback(sdp) if options.loopback_only else sdp
 
 
-async def _transports(session: Session, options: Options) -> list[Transport]:
-    await session.send({"t": "transports", "can": list(options.transports)})
+@dataclass(frozen=True)
+class Common:
+    """What both sides said they can: transports in the order to try, and whether the WebRTC
+    data channel is pre-negotiated (both sides said `"negotiated": true`)."""
+
+    transports: list[Transport]
+    negotiated: bool
+
+
+async def _transports(session: Session, options: Options) -> Common:
+    mine: dict[str, Any] = {"t": "transports", "can": list(options.transports)}
+    if options.negotiated_channel:
+        mine["negotiated"] = True
+    await session.send(mine)
     theirs = await session.recv()
     if theirs["t"] != "transports" or not isinstance(theirs.get("can"), list):
         raise TransferFailed("the other side did not say how it can connect")
-    return [t for t in TRANSPORTS if t in options.transports and t in theirs["can"]]
+    return Common(
+        [t for t in TRANSPORTS if t in options.transports and t in theirs["can"]],
+        options.negotiated_channel and theirs.get("negotiated") is True,
+    )
 
 
 async def _await_hello(session: Session, channel: Channel, transport: Transport) -> Link:
@@ -83,7 +100,8 @@ async def _direct_hello(session: Session, listener: Any) -> Link:
 async def sender_connect(session: Session, options: Options) -> Link:
     """Try each transport both sides can until the receiver's ``hello`` arrives on one."""
     tried = []
-    for transport in await _transports(session, options):
+    common = await _transports(session, options)
+    for transport in common.transports:
         tried.append(transport)
         closers: list[Callable[[], Awaitable[None]]] = []
         channel: Channel
@@ -105,7 +123,8 @@ async def sender_connect(session: Session, options: Options) -> Link:
 
                 offer = webrtc.WebRtcOffer()
                 closers.append(offer.close)
-                sdp = _offered(await offer.create(options.ice_servers), options)
+                sdp = await offer.create(options.ice_servers, negotiated=common.negotiated)
+                sdp = _offered(sdp, options)
                 await session.send({"t": "try", "transport": "webrtc", "sdp": sdp})
                 answer = await _tried(session, transport)
                 if answer:
@@ -154,7 +173,7 @@ async def receiver_connect(session: Session, options: Options) -> Link:
         if attempt["t"] != "try":
             raise TransferFailed(f"expected a connection attempt, got {attempt['t']!r}")
         transport = attempt.get("transport")
-        kind = next((t for t in common if t == transport), None)
+        kind = next((t for t in common.transports if t == transport), None)
         channel: Channel | None = None
         try:
             if kind is None:
@@ -169,7 +188,10 @@ async def receiver_connect(session: Session, options: Options) -> Link:
 
                 answerer = webrtc.WebRtcAnswer()
                 offer_sdp = str(attempt.get("sdp", ""))
-                sdp = _offered(await answerer.answer(offer_sdp, options.ice_servers), options)
+                sdp = await answerer.answer(
+                    offer_sdp, options.ice_servers, negotiated=common.negotiated
+                )
+                sdp = _offered(sdp, options)
                 await session.send({"t": "tried", "transport": transport, "ok": True, "sdp": sdp})
                 channel = await answerer.channel(CONNECT_SECONDS)
             else:

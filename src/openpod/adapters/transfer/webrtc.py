@@ -35,6 +35,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 from openpod.adapters.transfer.channel import ChannelClosed, RecordTooLarge
 
 LABEL = "openpod"
+CHANNEL_ID = 0  # the stream of a pre-negotiated channel (docs/transfer.md "Negotiation")
 MAX_RECORD = 262144
 """A record is at most 256 KiB on WebRTC (the max-message-size aiortc and Chromium state), or
 less when the remote's SDP says so. aiortc's SCTP is pure Python and pays per message as well
@@ -108,6 +109,15 @@ def _install_delayed_sack() -> None:
 _flushing: set[asyncio.Task[None]] = set()
 
 
+def _data_channel(pc: RTCPeerConnection, negotiated: bool) -> RTCDataChannel:
+    """The transfer's one ordered, reliable channel; pre-negotiated on stream CHANNEL_ID when
+    both sides said they can, which skips the in-band open handshake (DCEP): Chromium now and
+    then drops the first message sent on a channel it was just told of that way."""
+    if negotiated:
+        return pc.createDataChannel(LABEL, ordered=True, negotiated=True, id=CHANNEL_ID)
+    return pc.createDataChannel(LABEL, ordered=True)
+
+
 def _keep(task: asyncio.Task[None]) -> None:
     """Hold a fire-and-forget task until it ends (the loop keeps only weak references)."""
     _flushing.add(task)
@@ -167,6 +177,11 @@ class WebRtcChannel:
     def _wake_writer(self) -> None:
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+
+    @property
+    def negotiated(self) -> bool:
+        """Whether the channel was pre-negotiated (no in-band open handshake)."""
+        return bool(self._dc.negotiated)
 
     @property
     def buffered_amount(self) -> int:
@@ -297,10 +312,13 @@ class _Peer:
 class WebRtcOffer(_Peer):
     """The sender's side: makes the data channel and the offer."""
 
-    async def create(self, ice_servers: Sequence[Mapping[str, Any]] = ()) -> str:
-        """Start the peer connection; the offer SDP, with all candidates."""
+    async def create(
+        self, ice_servers: Sequence[Mapping[str, Any]] = (), *, negotiated: bool = False
+    ) -> str:
+        """Start the peer connection; the offer SDP, with all candidates. `negotiated`: the
+        channel is pre-negotiated (both sides make it, no in-band open handshake)."""
         pc = self._start(ice_servers)
-        self._watch(pc.createDataChannel(LABEL, ordered=True))
+        self._watch(_data_channel(pc, negotiated))
         return await self._gather(await pc.createOffer())
 
     async def accept(self, answer_sdp: str) -> None:
@@ -313,14 +331,24 @@ class WebRtcOffer(_Peer):
 class WebRtcAnswer(_Peer):
     """The receiver's side: answers the sender's offer and takes its data channel."""
 
-    async def answer(self, offer_sdp: str, ice_servers: Sequence[Mapping[str, Any]] = ()) -> str:
-        """Answer the offer; the answer SDP, with all candidates."""
+    async def answer(
+        self,
+        offer_sdp: str,
+        ice_servers: Sequence[Mapping[str, Any]] = (),
+        *,
+        negotiated: bool = False,
+    ) -> str:
+        """Answer the offer; the answer SDP, with all candidates. `negotiated` as the offer's
+        side agreed: we make the channel too, else the offer's side opens it in band."""
         pc = self._start(ice_servers)
+        if negotiated:
+            self._watch(_data_channel(pc, negotiated))
+        else:
 
-        @pc.on("datachannel")
-        def on_datachannel(dc: RTCDataChannel) -> None:
-            if dc.label == LABEL:
-                self._watch(dc)
+            @pc.on("datachannel")
+            def on_datachannel(dc: RTCDataChannel) -> None:
+                if dc.label == LABEL:
+                    self._watch(dc)
 
         await self._set_remote(offer_sdp, "offer")
         return await self._gather(await pc.createAnswer())

@@ -138,13 +138,16 @@ class Session {
     return new RecordChannel(transport, sealer, opener, name);
   }
 
-  /** Both sides say what they can; the ones both can, in the protocol's order. */
+  /** Both sides say what they can; the ones both can, in the protocol's order. Both say
+   * they can pre-negotiate the WebRTC data channel: then `this.negotiated` (older peers do
+   * not say so and get the channel opened in band). */
   async common(can) {
-    await this.send({ t: "transports", can });
+    await this.send({ t: "transports", can, negotiated: true });
     const theirs = await this.recv();
     if (theirs.t !== "transports" || !Array.isArray(theirs.can)) {
       throw new TransferError("protocol", "The other side did not say how it can connect.");
     }
+    this.negotiated = theirs.negotiated === true;
     return ORDER.filter((t) => can.includes(t) && theirs.can.includes(t));
   }
 }
@@ -154,8 +157,16 @@ function isTransportFailure(error) {
   return (error instanceof TransferError && TRANSPORT_FAILURES.has(error.kind)) || error instanceof DOMException;
 }
 
-function noWay(tried) {
+/** `attempts` is [{transport, why}]: what each attempt ended with, when known here. */
+function noWay(attempts) {
+  const tried = attempts.map(({ transport, why }) => (why ? `${transport} (${why})` : transport));
   return new TransferError("no-connect", `No way to connect: tried ${tried.join(", ") || "nothing in common"}.`);
+}
+
+/** An error's message as a clause: "The relay closed." -> "the relay closed". */
+function clause(message) {
+  const text = String(message || "").replace(/\.$/, "");
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 async function tried(session, transport) {
@@ -163,36 +174,36 @@ async function tried(session, transport) {
   if (reply.t !== "tried" || reply.transport !== transport) {
     throw new TransferError("protocol", `The other side answered '${reply.t}' to a ${transport} attempt.`);
   }
-  return reply.ok === true ? reply : null;
+  if (reply.ok !== true) throw new TransferError("connect", `the other side could not: ${String(reply.message || "no reason given").slice(0, 200)}`);
+  return reply;
 }
 
 /** The sender tries each transport both sides can until the receiver's hello arrives. */
 async function senderConnect(session, can, iceServers) {
   const attempted = [];
   for (const transport of await session.common(can)) {
-    attempted.push(transport);
+    const tally = { transport, why: null };
+    attempted.push(tally);
     let attempt = null;
     try {
       if (transport === "webrtc") {
-        attempt = await webrtcOffer(iceServers);
+        attempt = await webrtcOffer(iceServers, session.negotiated);
         await session.send({ t: "try", transport, sdp: offered(attempt.sdp) });
         const reply = await tried(session, transport);
-        if (reply) {
-          const channel = await session.channel(await attempt.accept(String(reply.sdp || ""), CONNECT_MS), transport);
-          attempt = channel;
-          await channel.expect("hello", HELLO_MS);
-          return channel;
-        }
+        const channel = await session.channel(await attempt.accept(String(reply.sdp || ""), CONNECT_MS), transport);
+        attempt = channel;
+        await channel.expect("hello", HELLO_MS);
+        return channel;
       } else if (transport === "relay") {
         await session.send({ t: "try", transport });
-        if (await tried(session, transport)) {
-          attempt = await session.channel(await relayConnect(session.roomHex, "sender", HELLO_MS), transport);
-          await attempt.expect("hello", HELLO_MS);
-          return attempt;
-        }
+        await tried(session, transport);
+        attempt = await session.channel(await relayConnect(session.roomHex, "sender", HELLO_MS), transport);
+        await attempt.expect("hello", HELLO_MS);
+        return attempt;
       }
     } catch (error) {
       if (!isTransportFailure(error)) throw error;
+      tally.why = clause(error.message);
     }
     if (attempt) attempt.close();
     await session.send({ t: "abandon", transport });
@@ -204,8 +215,8 @@ async function senderConnect(session, can, iceServers) {
 async function receiverConnect(session, can, iceServers) {
   const common = await session.common(can);
   if (!common.length) throw noWay([]);
-  const attempted = [];
-  let current = null; // {transport, pending: Promise<{channel}|{failed}>, close()}
+  const attempted = []; // [{transport, why}]
+  let current = null; // {tally, pending: Promise<{channel}|{failed}>, close()}
   let next = null;
   for (;;) {
     if (!next) next = session.recv().then((message) => ({ message }));
@@ -222,10 +233,13 @@ async function receiverConnect(session, can, iceServers) {
         return event.channel;
       }
       event.channel.close();
+      current.tally.why = "the sender never answered over it";
       current = null; // the abandon (already here or coming) is read by the loop
       continue;
     }
     if (event.failed) {
+      current.tally.why = clause(event.failed.message);
+      current.close(); // a WebRTC attempt that did not open lets its connection go
       current = null; // the sender gives up on it after HELLO_MS and says abandon
       continue;
     }
@@ -234,8 +248,9 @@ async function receiverConnect(session, can, iceServers) {
     if (message.t === "try") {
       if (current) current.close();
       current = null;
-      attempted.push(message.transport);
-      current = await startAttempt(session, message, iceServers, can);
+      const tally = { transport: String(message.transport).slice(0, 20), why: null };
+      attempted.push(tally);
+      current = await startAttempt(session, message, iceServers, can, tally);
     } else if (message.t === "abandon") {
       if (current) current.close();
       current = null;
@@ -246,14 +261,14 @@ async function receiverConnect(session, can, iceServers) {
   }
 }
 
-async function startAttempt(session, message, iceServers, can) {
+async function startAttempt(session, message, iceServers, can, tally) {
   const transport = message.transport;
   let opening;
   let closer = () => {};
   try {
     if (!can.includes(transport)) throw new TransferError("connect", `${transport} is not offered here`);
     if (transport === "webrtc") {
-      const answer = await webrtcAnswer(String(message.sdp || ""), iceServers);
+      const answer = await webrtcAnswer(String(message.sdp || ""), iceServers, session.negotiated);
       closer = () => answer.close();
       await session.send({ t: "tried", transport, ok: true, sdp: offered(answer.sdp) });
       opening = answer.open(CONNECT_MS);
@@ -263,6 +278,7 @@ async function startAttempt(session, message, iceServers, can) {
     }
   } catch (error) {
     if (!isTransportFailure(error)) throw error;
+    tally.why = clause(error.message);
     await session.send({ t: "tried", transport, ok: false, message: error.message });
     return null;
   }
@@ -279,7 +295,7 @@ async function startAttempt(session, message, iceServers, can) {
     closer(); // a WebRTC attempt still opening stops now
     opening.then((carrier) => carrier.close(), () => {});
   };
-  return { pending, close };
+  return { tally, pending, close };
 }
 
 // `?loopback=1` (tests: both ends on one machine) also offers only 127.0.0.1 candidates, so
