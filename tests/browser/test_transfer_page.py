@@ -75,14 +75,16 @@ def browser_to_browser(
     context: BrowserContext,
     plane: ControlPlane,
     tmp_path: Path,
-    transport: str,
+    transport: str | None,
     size: int = BIG,
     init_script: str | None = None,
+    sender_script: str | None = None,
 ) -> tuple[Page, Page, Path, Path]:
-    """`size` bytes from one page to another; (sender, receiver, source, saved), both pages
-    done or failed."""
+    """`size` bytes from one page to another (`transport` forced on both, or None; the
+    sender page runs `sender_script` instead of `init_script`); (sender, receiver, source,
+    saved), both pages done or failed."""
     source = random_file(tmp_path / "payload.bin", size)
-    sender = open_page(context, plane, transport, init_script)
+    sender = open_page(context, plane, transport, sender_script or init_script)
     receiver = open_page(context, plane, transport, init_script)
     code = offer(sender, source)
     receiver.fill("#code-input", code)
@@ -276,17 +278,14 @@ def test_a_sender_that_misses_the_hello_takes_the_receiver_to_the_relay(
     """The receiver's hello over WebRTC never reaches the sender, which gives WebRTC up after
     its hello wait and tries the relay; the receiver, which had said hello, follows it there
     instead of waiting on the abandoned channel."""
-    source = random_file(tmp_path / "late.bin", 3 * 1024 * 1024)
-    sender = open_page(context, plane, init_script=LOSE_FIRST_MESSAGE)
-    receiver = open_page(context, plane)
-    receiver.fill("#code-input", offer(sender, source))
-    download = click_for_download(receiver, "#receive-go", lambda: f"the sender: {state(sender)}")
-    download.save_as(tmp_path / "saved" / "late.bin")
-    received = wait_state(receiver, "done", "failed")
-    sent = wait_state(sender, "done", "failed")
+    pages = browser_to_browser(
+        context, plane, tmp_path, None, 3 * 1024 * 1024, sender_script=LOSE_FIRST_MESSAGE
+    )
+    sender, receiver, source, saved = pages
+    sent, received = state(sender), state(receiver)
     assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
     assert (sent["transport"], received["transport"]) == ("relay", "relay")
-    assert sha256_of(tmp_path / "saved" / "late.bin") == sha256_of(source)
+    assert sha256_of(saved) == sha256_of(source)
 
 
 def test_a_lost_hello_with_only_webrtc_fails_saying_why_on_both_pages(
@@ -339,18 +338,15 @@ def test_a_hello_before_the_answer_is_applied_is_kept(
     seen its setRemoteDescription settle: the page listens from the channel's creation, so the
     hello is read and WebRTC carries the file (a page that listened only once the channel
     opened lost it, and with WebRTC the only transport both pages failed)."""
-    source = random_file(tmp_path / "early.bin", 3 * 1024 * 1024)
-    sender = open_page(context, plane, "webrtc", init_script=LATE_ANSWER)
-    receiver = open_page(context, plane, "webrtc")
-    receiver.fill("#code-input", offer(sender, source))
-    download = click_for_download(receiver, "#receive-go", lambda: f"the sender: {state(sender)}")
-    download.save_as(tmp_path / "saved" / "early.bin")
-    received = wait_state(receiver, "done", "failed")
-    sent = wait_state(sender, "done", "failed")
+    pages = browser_to_browser(
+        context, plane, tmp_path, "webrtc", 3 * 1024 * 1024, sender_script=LATE_ANSWER
+    )
+    sender, receiver, source, saved = pages
+    sent, received = state(sender), state(receiver)
     assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
     assert (sent["transport"], received["transport"]) == ("webrtc", "webrtc")
     assert sender.evaluate("window.openpodLateAnswer") is True
-    assert sha256_of(tmp_path / "saved" / "early.bin") == sha256_of(source)
+    assert sha256_of(saved) == sha256_of(source)
 
 
 def test_a_record_altered_on_the_relay_is_an_integrity_failure(

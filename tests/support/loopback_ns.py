@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -49,7 +49,6 @@ class LoopbackNamespace:
     def __init__(self) -> None:
         self.holder: subprocess.Popen[str] | None = None
         self._listeners: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
         self._closed = threading.Event()
 
     def __enter__(self) -> LoopbackNamespace:
@@ -126,10 +125,9 @@ class LoopbackNamespace:
         self._listeners.append(listener)
         self._start(self._accept, listener, port)
 
-    def _start(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
+    @staticmethod
+    def _start(target: Callable[..., None], *args: object) -> None:
+        threading.Thread(target=target, args=args, daemon=True).start()
 
     def _accept(self, listener: socket.socket, port: int) -> None:
         while not self._closed.is_set():
