@@ -42,32 +42,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import datetime
 import functools
 import logging
-import os
-import queue
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openpod.adapters.runtimes._dockerapi import DockerApi, DockerError
 from tests.support.kubeapi import KubeApiServer, pod_status, workload_status
+from tests.support.net import NetnsSockets
 
 log = logging.getLogger("tests.kubelet")
 
 Obj = dict[str, Any]
 LABEL = "io.openpod.test-kubelet"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -114,35 +108,6 @@ def _listening(pid: int) -> set[int]:
     return ports
 
 
-class _Netns:
-    """A thread that has entered a Pod's network namespace and makes sockets there."""
-
-    def __init__(self, pid: int) -> None:
-        self._jobs: queue.Queue[Future[socket.socket] | None] = queue.Queue()
-        self._fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        self._thread = threading.Thread(target=self._run, name=f"netns-{pid}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        entered = _libc.setns(self._fd, CLONE_NEWNET) == 0
-        error = ctypes.get_errno()
-        while (job := self._jobs.get()) is not None:
-            if entered:
-                job.set_result(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            else:
-                job.set_exception(OSError(error, "setns into the Pod's network namespace"))
-
-    def socket(self) -> Future[socket.socket]:
-        job: Future[socket.socket] = Future()
-        self._jobs.put(job)
-        return job
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(5)
-        os.close(self._fd)
-
-
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(1 << 16):
@@ -168,7 +133,7 @@ class _Sandbox:
         self.pause_pid = 0
         self.workload: str | None = None
         self.sidecars: list[str] = []
-        self.netns: _Netns | None = None
+        self.netns: NetnsSockets | None = None
         self.servers: dict[int, asyncio.AbstractServer] = {}
         self.forwards: set[asyncio.Task[None]] = set()  # connections being forwarded
         self.gpus: list[int] = []
@@ -210,7 +175,7 @@ class _Sandbox:
         )
         api.start(self.pause)
         pid = int(api.inspect(self.pause)["State"]["Pid"])
-        self.netns = _Netns(pid)
+        self.netns = NetnsSockets(pid)
         self.pause_pid = pid
         for container in spec.get("initContainers") or []:
             if container.get("restartPolicy") == "Always":

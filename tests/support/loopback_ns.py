@@ -15,18 +15,15 @@ makes 127.0.0.1:port inside lead to 127.0.0.1:port on the host (the control plan
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from tests.support.net import NetnsSockets
+
 HOLDER = "import sys; print('ready', flush=True); sys.stdin.read()"
 CHUNK = 1 << 18
 
@@ -95,30 +92,14 @@ class LoopbackNamespace:
         script.chmod(0o755)
         return script
 
-    def _socket_inside(self) -> socket.socket:
-        """A TCP socket of the namespace, made by a thread that entered it (setns is per
-        thread; the socket keeps its namespace wherever it is used)."""
-        made: Future[socket.socket] = Future()
-
-        def enter() -> None:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    made.set_exception(OSError(errno, f"setns into {self.path}"))
-                    return
-                made.set_result(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            finally:
-                os.close(fd)
-
-        thread = threading.Thread(target=enter, name="netns-socket")
-        thread.start()
-        thread.join()
-        return made.result()
-
     def forward(self, port: int) -> None:
         """Connections to 127.0.0.1:`port` inside go to 127.0.0.1:`port` on the host."""
-        listener = self._socket_inside()
+        assert self.holder is not None
+        inside = NetnsSockets(self.holder.pid)
+        try:
+            listener = inside.socket().result()
+        finally:
+            inside.close()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
         listener.listen(64)

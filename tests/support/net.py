@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def free_port() -> int:
@@ -28,3 +36,33 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(step)
+
+
+class NetnsSockets:
+    """A thread that has entered the network namespace of process `pid` and makes TCP sockets
+    there (setns is per thread; a socket keeps its namespace wherever it is used)."""
+
+    def __init__(self, pid: int) -> None:
+        self._jobs: queue.Queue[Future[socket.socket] | None] = queue.Queue()
+        self._fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        self._thread = threading.Thread(target=self._run, name=f"netns-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        entered = _libc.setns(self._fd, CLONE_NEWNET) == 0
+        error = ctypes.get_errno()
+        while (job := self._jobs.get()) is not None:
+            if entered:
+                job.set_result(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            else:
+                job.set_exception(OSError(error, "setns into the network namespace of the process"))
+
+    def socket(self) -> Future[socket.socket]:
+        job: Future[socket.socket] = Future()
+        self._jobs.put(job)
+        return job
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(5)
+        os.close(self._fd)

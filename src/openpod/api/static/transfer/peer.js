@@ -174,7 +174,7 @@ async function tried(session, transport) {
   if (reply.t !== "tried" || reply.transport !== transport) {
     throw new TransferError("protocol", `The other side answered '${reply.t}' to a ${transport} attempt.`);
   }
-  if (reply.ok !== true) throw new TransferError("connect", `the other side could not: ${String(reply.message || "no reason given").slice(0, 200)}`);
+  if (reply.ok !== true) throw new TransferError("connect", `The other side could not: ${String(reply.message || "no reason given").slice(0, 200)}`);
   return reply;
 }
 
