@@ -3,7 +3,8 @@
 Run `python -m bench.cp` as root (a local pod; about 2 minutes); it replaces its own section
 of bench/RESULTS.md. One pod on the local runtime (its own sshd), the gateway's fast path
 (`FastPath`, in this process on a loop of its own), everything on 127.0.0.1. A 1 GiB file of
-random bytes is copied up into the pod, 3 runs of each way, interleaved:
+random bytes is copied up into the pod, 9 runs of each way, interleaved (every other round in
+reverse order):
 
 - `scp -c aes128-gcm@openssh.com` straight to the pod's sshd: the reference;
 - the same scp through the fast path (`openpod ssh proxy` as ProxyCommand);
@@ -50,7 +51,7 @@ from openpod.cli.ssh import Gateway, SshTarget
 from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
 
 HEADING = "## openpod cp vs scp (aes128-gcm), 1 GiB into a pod"
-RUNS = 5
+RUNS = 9
 DOWN_RUNS = 3
 CIPHER = "aes128-gcm@openssh.com"
 SCP = "scp -c aes128-gcm, straight to the pod's sshd"
@@ -110,8 +111,10 @@ def measure(
             CP_ASYNCSSH: lambda: _timed(openpod_cp(port, key, pod, upload, True, "asyncssh")),
             CP_DIRECT: lambda: _timed(openpod_cp(port, key, pod, upload, True, "openssh", True)),
         }  # fmt: skip
-        for _ in range(RUNS):
-            for name, way in ways.items():
+        for turn in range(RUNS):
+            # Every other round in reverse (as bench.gateway does): no way always follows the
+            # same one, whose writeback and cache state it would inherit.
+            for name, way in _order(ways, turn):
                 landed.unlink(missing_ok=True)
                 seconds = way()
                 if landed.stat().st_size != FILE_SIZE:
@@ -133,14 +136,21 @@ def measure(
                 [*common, "-P", str(pod_port), f"{pod.ssh_user}@127.0.0.1:upload.bin", str(back)]
             ),
         }
-        for _ in range(DOWN_RUNS):
-            for name, way in downs.items():
+        for turn in range(DOWN_RUNS):
+            for name, way in _order(downs, turn):
                 back.unlink(missing_ok=True)
                 mbps.setdefault(name, []).append(FILE_SIZE / 1e6 / way())
         back.unlink(missing_ok=True)
         return mbps
     finally:
         thread.stop()
+
+
+def _order(
+    ways: dict[str, Callable[[], float]], turn: int
+) -> list[tuple[str, Callable[[], float]]]:
+    every = list(ways.items())
+    return every if turn % 2 == 0 else every[::-1]
 
 
 def _timed(work: Coroutine[Any, Any, None]) -> float:
@@ -165,13 +175,14 @@ def report(mbps: dict[str, list[float]]) -> str:
             "",
             "`python -m bench.cp`. One pod on the local runtime (its own sshd); the gateway's "
             "fast path in the benchmark's process; 127.0.0.1. A 1 GiB file of random bytes up "
-            f"into the pod, {RUNS} runs of each way, interleaved; `openpod cp` is its copy "
+            f"into the pod, {RUNS} runs of each way, interleaved (every other round in reverse "
+            "order); `openpod cp` is its copy "
             "(transfer.copy) without the API lookup the command makes first, as it runs "
             "without `--json` (which adds a SHA-256 of every file): asyncssh for "
             "sizes and the resume point, OpenSSH's sftp for a large file's bytes (64 requests "
             "of 255 KiB in flight, AES-GCM); with OPENPOD_CP_ENGINE=asyncssh every byte goes "
             "through asyncssh's SFTP client (64 requests of 255 KiB, AES-GCM, a 16 MiB window). "
-            f"Then {DOWN_RUNS} copies back down each, interleaved.",
+            f"Then {DOWN_RUNS} copies back down each, interleaved the same way.",
             "",
             "| way | median MB/s | runs | vs scp straight |",
             "|---|---|---|---|",
