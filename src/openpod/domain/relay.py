@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
 
 VERSION = b"OPENPOD-RELAY/1"
 NONCE_BYTES = 32
@@ -41,11 +40,16 @@ class RelayProtocolError(Exception):
     """A handshake line that does not parse; the message says what was wrong."""
 
 
-@dataclass(frozen=True)
 class Hello:
-    pod_id: str
-    key: str  # the public key, OpenSSH line ("ssh-ed25519 AAAA...")
-    signature: bytes
+    """A client's hello. A plain class (no dataclass or typing): `openpod ssh proxy` imports
+    this module for every ssh connection."""
+
+    __slots__ = ("key", "pod_id", "signature")
+
+    def __init__(self, pod_id: str, key: str, signature: bytes) -> None:
+        self.pod_id = pod_id
+        self.key = key  # the public key, OpenSSH line ("ssh-ed25519 AAAA...")
+        self.signature = signature
 
 
 def greeting(nonce: bytes) -> bytes:
