@@ -93,10 +93,10 @@ def test_a_failing_command_gives_sftps_reason(tmp_path: Path) -> None:
         async def size() -> int:
             return 7
 
-        await mover.run('put "a" "ok.bin"', size, moved.append, 0)
-        assert moved == [7]  # the destination's size at the end, as progress
+        await mover.run('put "a" "ok.bin"', size, moved.append, 0, 7)
+        assert moved == [7]  # the whole file once done, as progress
         with pytest.raises(bulk.MoveError, match=r'dest open "fail\.bin": Permission denied'):
-            await mover.run('put "a" "fail.bin"', size, moved.append, 7)
+            await mover.run('put "a" "fail.bin"', size, moved.append, 7, 9)
         await mover.close()
 
     asyncio.run(go())

@@ -215,3 +215,45 @@ def test_failures_exit_non_zero_with_the_reason(
     assert "one of SRC and DST must be POD:PATH" in both_local.stderr
     nopod = cp(access, str(tmp_path), "nosuchpod1:x")
     assert (nopod.returncode, nopod.stderr) == (3, "error: no such pod 'nosuchpod1'\n")
+
+
+def test_a_directory_of_many_files_both_ways(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """60 files: most small (on the asyncssh connection, several at once) and some from 2 MiB
+    on (through sftp, one at a time beside them); every one arrives whole, both ways."""
+    tree = tmp_path / "many"
+    (tree / "d1").mkdir(parents=True)
+    (tree / "d2").mkdir()
+    sizes = {f"d{1 + n % 2}/s{n:02d}.bin": 1000 + 997 * n for n in range(50)}
+    sizes |= {f"d1/b{n}.bin": 2 * MIB + n for n in range(4)}
+    sizes |= {f"top{n}.txt": n for n in range(6)}
+    digests = {name: write_random(tree / name, size) for name, size in sizes.items()}
+    up = summary(cp(access, str(tree), f"{pod['id']}:many", "--json"))
+    assert (up["files"], up["bytesSent"]) == (60, sum(sizes.values()))
+    assert up["sha256"] == {f"many/{name}": digest for name, digest in digests.items()}
+    for name, digest in digests.items():
+        assert sha256(workspace(access, pod["id"]) / "many" / name) == digest
+    back = tmp_path / "back"
+    down = summary(cp(access, f"{pod['id']}:many", str(back), "--json"))
+    assert (down["files"], down["bytesSent"]) == (60, sum(sizes.values()))
+    for name, digest in digests.items():
+        assert sha256(back / name) == digest
+
+
+def test_a_failing_file_stops_a_directory_and_the_next_run_finishes_it(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    tree = tmp_path / "stops"
+    tree.mkdir()
+    digests = {f"f{n:02d}.bin": write_random(tree / f"f{n:02d}.bin", 5000 + n) for n in range(30)}
+    blocked = workspace(access, pod["id"]) / "stops" / "f15.bin"
+    blocked.mkdir(parents=True)  # a directory where a file goes: that file cannot be written
+    done = cp(access, str(tree), f"{pod['id']}:stops")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: copy failed: stops/f15.bin: "), done.stderr
+    blocked.rmdir()
+    again = summary(cp(access, str(tree), f"{pod['id']}:stops", "--json"))
+    assert again["files"] == 30
+    for name, digest in digests.items():
+        assert sha256(workspace(access, pod["id"]) / "stops" / name) == digest

@@ -7,8 +7,10 @@ writes. So the bytes of each large file go through `sftp -b -` (the same way in 
 `openpod ssh`: the gateway's fast path, the gateway's SSH port, or straight; the pod's host
 key pinned; AES-GCM; 64 requests of 255 KiB in flight), while the asyncssh connection
 keeps doing what it does well: sizes, directories, the resume point verified by SHA-256 on
-both sides, `--verify`. Small files stay on that connection: a process and a second SSH
-handshake per file would cost more than they save.
+both sides, `--verify`. Files under 2 MiB stay on that connection, several at once: sftp
+runs one command at a time, and for a small file its round trips cost more than asyncssh's
+slower bytes (a directory of 1 MiB files: 201 MB/s on asyncssh 8 at a time, 185 through
+sftp; of 2 MiB files: 206 and 236; of 4 MiB files: 227 and 273).
 
 The sftp process dies with us (PR_SET_PDEATHSIG): a killed `openpod cp` leaves no copy
 running behind it, only a partial file that the next run verifies and continues (`reput`,
@@ -24,7 +26,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-BIG = 16 << 20  # bytes: from this size on, a file's bytes go through OpenSSH
+BIG = 2 << 20  # bytes: from this many left to move on, a file goes through OpenSSH
 REQUESTS = 64  # SFTP requests in flight
 BLOCK = 255 * 1024  # OpenSSH's sftp-server refuses 256 KiB
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
@@ -71,6 +73,7 @@ class Mover:
         self.argv = list(argv)
         self._proc: asyncio.subprocess.Process | None = None
         self._errors: asyncio.Future[bytes] | None = None
+        self._turn = asyncio.Lock()  # one command at a time (files are copied several at once)
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -89,10 +92,23 @@ class Mover:
         size: Callable[[], Awaitable[int]],
         progress: Callable[[int], None],
         start: int,
+        total: int,
     ) -> None:
-        """One batch `command`, then `pwd`, whose answer on stdout says the command is done;
-        the growth of `size()` (from `start`) reported as progress meanwhile. MoveError
-        with sftp's reason if sftp stops (in batch mode it stops at the first failure)."""
+        """One batch `command` moving a file from `start` to `total` bytes, then `pwd`, whose
+        answer on stdout says the command is done; the growth of `size()` reported as
+        progress meanwhile, and the rest once done. MoveError with sftp's reason if sftp
+        stops (in batch mode it stops at the first failure). Commands wait for their turn."""
+        async with self._turn:
+            await self._run(command, size, progress, start, total)
+
+    async def _run(
+        self,
+        command: str,
+        size: Callable[[], Awaitable[int]],
+        progress: Callable[[int], None],
+        start: int,
+        total: int,
+    ) -> None:
         proc = self._proc
         assert proc is not None
         assert proc.stdin is not None
@@ -107,6 +123,8 @@ class Mover:
         try:
             while not done.done():
                 await asyncio.wait([done], timeout=POLL_SECONDS)
+                if done.done():
+                    break  # no last look at the size: a round trip per file, in our turn
                 with contextlib.suppress(OSError):
                     now = await size()
                     if now > moved:
@@ -116,6 +134,8 @@ class Mover:
             done.cancel()
         if not done.result():
             raise MoveError(await self._reason())
+        if total > moved:
+            progress(total - moved)
 
     @staticmethod
     async def _answered(stdout: asyncio.StreamReader) -> bool:
