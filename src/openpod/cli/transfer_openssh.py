@@ -99,16 +99,28 @@ class Mover:
         progress meanwhile, and the rest once done. MoveError with sftp's reason if sftp
         stops (in batch mode it stops at the first failure). Commands wait for their turn."""
         async with self._turn:
-            await self._run(command, size, progress, start, total)
+            done = await self._send(command)
+            moved = start
+            try:
+                while not done.done():
+                    await asyncio.wait([done], timeout=POLL_SECONDS)
+                    if done.done():
+                        break  # no last look at the size: a round trip per file, in our turn
+                    with contextlib.suppress(OSError):
+                        now = await size()
+                        if now > moved:
+                            progress(now - moved)
+                            moved = now
+            finally:
+                done.cancel()
+            if not done.result():
+                raise MoveError(await self._reason())
+        if total > moved:
+            progress(total - moved)
 
-    async def _run(
-        self,
-        command: str,
-        size: Callable[[], Awaitable[int]],
-        progress: Callable[[int], None],
-        start: int,
-        total: int,
-    ) -> None:
+    async def _send(self, command: str) -> asyncio.Future[bool]:
+        """Hand sftp `command` and a `pwd`: the answer to the `pwd`, to come (False if sftp
+        ends first)."""
         proc = self._proc
         assert proc is not None
         assert proc.stdin is not None
@@ -118,24 +130,7 @@ class Mover:
             await proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise MoveError(await self._reason()) from None
-        done = asyncio.ensure_future(self._answered(proc.stdout))
-        moved = start
-        try:
-            while not done.done():
-                await asyncio.wait([done], timeout=POLL_SECONDS)
-                if done.done():
-                    break  # no last look at the size: a round trip per file, in our turn
-                with contextlib.suppress(OSError):
-                    now = await size()
-                    if now > moved:
-                        progress(now - moved)
-                        moved = now
-        finally:
-            done.cancel()
-        if not done.result():
-            raise MoveError(await self._reason())
-        if total > moved:
-            progress(total - moved)
+        return asyncio.ensure_future(self._answered(proc.stdout))
 
     @staticmethod
     async def _answered(stdout: asyncio.StreamReader) -> bool:
