@@ -62,9 +62,11 @@ class Report:
     digests: bool = True
 
     def in_order(self) -> Report:
-        """The lists in path order (files are copied several at once, and end in any order)."""
+        """The lists and digests in path order (files are copied several at once, and end in
+        any order): the same copy reports the same way every time."""
         self.skipped.sort()
         self.resumed.sort()
+        self.sha256 = dict(sorted(self.sha256.items()))
         return self
 
 
