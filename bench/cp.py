@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -50,7 +50,7 @@ from openpod.adapters.gateway.fastpath import FastPath
 from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
 from openpod.cli import transfer
-from openpod.cli.ssh import Gateway, SshTarget
+from openpod.cli.ssh import Gateway, SshTarget, fast_path_command
 from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
 
 HEADING = "## openpod cp vs scp (aes128-gcm), 1 GiB into a pod"
@@ -109,7 +109,7 @@ def measure(
     mbps: dict[str, list[float]] = {}
     try:
         port = thread.start().gateway.port
-        proxy = f"{sys.executable} -m openpod ssh proxy %h --relay 127.0.0.1:{port} -i {key}"
+        proxy = fast_path_command("127.0.0.1", port, [f"-i {shlex.quote(str(key))}"])
         fast = [*common, "-o", f"ProxyCommand={proxy}", "-o", "ProxyUseFdpass=yes"]
         upload = root / "upload.bin"
         random_file(upload)

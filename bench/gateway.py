@@ -35,10 +35,9 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncssh
@@ -49,6 +48,7 @@ from openpod.adapters.gateway.fastpath import FastPath
 from openpod.adapters.gateway.server import SSHGateway
 from openpod.adapters.runtimes.base import PodLaunch, PodObservation, PodPhase, PortRequest
 from openpod.adapters.runtimes.local import LocalRuntime
+from openpod.cli.ssh import fast_path_command
 from tests.gateway.fakes import FakeDirectory, GatewayThread, make_key
 from tests.support.net import free_port, port_open
 from tests.support.ssh import ssh_agent
@@ -135,7 +135,9 @@ def ways(
     fast: FastPath,
 ) -> list[Way]:
     """Straight to the pod's sshd; through the OpenSSH jump host; through the gateway (`ssh
-    -J`, and its fast path: `openpod ssh proxy` as ProxyCommand with ProxyUseFdpass)."""
+    -J`, and its fast path: `openpod ssh proxy` as ProxyCommand with ProxyUseFdpass); last,
+    FAST_AGENT, the fast path signing with an agent's key (for `ssh POD true` only: its
+    env, the agent's, is for the caller to set)."""
     known = root / "known_hosts"
     pod_port = pod.port_mappings[22]
     known.write_text(
@@ -161,15 +163,20 @@ def ways(
 
     user, port = pod.ssh_user, str(pod_port)
     via_jump, via_gateway = proxy(jump.port, "root"), proxy(gateway.port, "openpod")
-    openpod = f"{sys.executable} -m openpod ssh proxy %h --relay 127.0.0.1:{fast.port} -i {key}"
-    via_fast = ["-o", f"ProxyCommand={openpod}", "-o", "ProxyUseFdpass=yes"]
+
+    def via_fast(identities: list[str]) -> list[str]:
+        command = fast_path_command("127.0.0.1", fast.port, identities)
+        return ["-o", f"ProxyCommand={command}", "-o", "ProxyUseFdpass=yes"]
+
+    with_key, with_agent = via_fast([f"-i {shlex.quote(str(key))}"]), via_fast([])
     return [
         Way(DIRECT, ["ssh", *common, "-p", port], ["scp", *common, "-P", port], f"{user}@127.0.0.1"),
         Way(JUMP, ["ssh", *common, *via_jump, "-p", port], ["scp", *common, *via_jump, "-P", port],
             f"{user}@127.0.0.1"),
         Way(GATEWAY, ["ssh", *common, *via_gateway], ["scp", *common, *via_gateway],
             f"{user}@{POD}"),
-        Way(FAST, ["ssh", *common, *via_fast], ["scp", *common, *via_fast], f"{user}@{POD}"),
+        Way(FAST, ["ssh", *common, *with_key], ["scp", *common, *with_key], f"{user}@{POD}"),
+        Way(FAST_AGENT, ["ssh", *common, *with_agent], [], f"{user}@{POD}"),
     ]  # fmt: skip
 
 
@@ -256,12 +263,10 @@ def measure(root: Path, runtime: LocalRuntime, pod: PodObservation, key: Path) -
         gateway = thread.start().gateway
         fast = fast_thread.start().gateway
         jump.start()
-        every = ways(root, key, gateway, jump, pod, fast)
+        *every, by_agent = ways(root, key, gateway, jump, pod, fast)
         with ssh_agent(root / "agent.sock", key) as agent_env:
             # `ssh POD true` only: the proxy signs through the agent (no -i), as for most users.
-            fast_way = next(way for way in every if way.name == FAST)
-            proxy = [word.removesuffix(f" -i {key}") for word in fast_way.ssh]
-            connects = [*every, Way(FAST_AGENT, proxy, [], fast_way.host, agent_env)]
+            connects = [*every, replace(by_agent, env=agent_env)]
             for way in connects:  # warm-up, and proof that each way reaches this very pod
                 run([*way.ssh, way.host, f"test $OPENPOD_POD_ID = {POD}"], way.env)
             for _ in range(TRUE_RUNS):

@@ -120,14 +120,6 @@ async def _same(conn: asyncssh.SSHClientConnection, remote: str, local: Path, le
     return theirs == await asyncio.to_thread(_sha256, local, length)
 
 
-async def _stat_size(sftp: asyncssh.SFTPClient, path: str) -> int | None:
-    try:
-        attrs = await sftp.stat(path)
-    except asyncssh.SFTPNoSuchFile:
-        return None
-    return attrs.size
-
-
 @contextlib.contextmanager
 def _naming(path: str) -> Iterator[None]:
     """An SFTP error says what went wrong (`Failure`, `Permission denied`) but not with which
@@ -136,6 +128,15 @@ def _naming(path: str) -> Iterator[None]:
         yield
     except asyncssh.SFTPError as exc:
         raise TransferError(f"{path}: {exc.reason}") from None
+
+
+async def _stat_size(sftp: asyncssh.SFTPClient, path: str) -> int | None:
+    with _naming(path):
+        try:
+            attrs = await sftp.stat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+    return attrs.size
 
 
 async def _bounded(jobs: Iterable[Callable[[], Awaitable[None]]], limit: int) -> None:
@@ -242,43 +243,42 @@ async def upload_file(
     mover: bulk.Mover | None = None,
     blocks: asyncio.Semaphore | None = None,
 ) -> None:
-    with _naming(remote):
-        total = await _local_size(local)
-        assert total is not None
-        there = await _stat_size(sftp, remote)
-        start = await _resume_point(conn, remote, local, there, total, remote, report)
-        digest: str | None = None
-        if not (start == total and there == total):
-            if mover is not None and total - start >= bulk.BIG:
+    total = await _local_size(local)
+    assert total is not None
+    there = await _stat_size(sftp, remote)
+    start = await _resume_point(conn, remote, local, there, total, remote, report)
+    digest: str | None = None
+    if not (start == total and there == total):
+        if mover is not None and total - start >= bulk.BIG:
 
-                async def remote_size() -> int:
-                    try:
-                        return (await sftp.stat(remote)).size or 0
-                    except asyncssh.SFTPError:  # not created yet
-                        return 0
-
-                verb = "reput" if start else "put"  # reput: on from the remote file's size
-                command = f"{verb} {bulk.quote(str(local))} {bulk.quote(remote)}"
-                # The source is hashed while it goes (from the page cache), not after.
-                hashing = None
-                if report.digests or verify:
-                    hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, local))
+            async def remote_size() -> int:
                 try:
-                    await _bulk(mover, command, remote_size, progress, (total, start), remote)
-                finally:
-                    if hashing is not None:
-                        await asyncio.gather(hashing, return_exceptions=True)
-                digest = None if hashing is None else hashing.result()
-            else:
-                with local.open("rb") as source:
-                    async with sftp.open(remote, "r+b" if start else "wb") as target:
+                    return (await sftp.stat(remote)).size or 0
+                except asyncssh.SFTPError:  # not created yet
+                    return 0
 
-                        async def send(offset: int, size: int) -> None:
-                            data = os.pread(source.fileno(), size, offset)
-                            await target.write(data, offset)
+            verb = "reput" if start else "put"  # reput: on from the remote file's size
+            command = f"{verb} {bulk.quote(str(local))} {bulk.quote(remote)}"
+            # The source is hashed while it goes (from the page cache), not after.
+            hashing = None
+            if report.digests or verify:
+                hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, local))
+            try:
+                await _bulk(mover, command, remote_size, progress, (total, start), remote)
+            finally:
+                if hashing is not None:
+                    await asyncio.gather(hashing, return_exceptions=True)
+            digest = None if hashing is None else hashing.result()
+        else:
+            with local.open("rb") as source, _naming(remote):
+                async with sftp.open(remote, "r+b" if start else "wb") as target:
 
-                        await _pump(send, total, start, progress, blocks)
-        await _finish(conn, remote, local, (total, start), remote, report, verify, digest)
+                    async def send(offset: int, size: int) -> None:
+                        data = os.pread(source.fileno(), size, offset)
+                        await target.write(data, offset)
+
+                    await _pump(send, total, start, progress, blocks)
+    await _finish(conn, remote, local, (total, start), remote, report, verify, digest)
 
 
 async def _bulk(
@@ -307,25 +307,25 @@ async def download_file(
     mover: bulk.Mover | None = None,
     blocks: asyncio.Semaphore | None = None,
 ) -> None:
-    with _naming(remote):
-        total = await _stat_size(sftp, remote)
-        if total is None:
-            raise TransferError(f"no such file in the pod: {remote}")
-        there = await _local_size(local)
-        start = await _resume_point(conn, remote, local, there, total, str(local), report)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        if mover is not None and total - start >= bulk.BIG:
-            verb = "reget" if start else "get"  # reget: on from the local file's size
-            command = f"{verb} {bulk.quote(remote)} {bulk.quote(str(local))}"
+    total = await _stat_size(sftp, remote)
+    if total is None:
+        raise TransferError(f"no such file in the pod: {remote}")
+    there = await _local_size(local)
+    start = await _resume_point(conn, remote, local, there, total, str(local), report)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if mover is not None and total - start >= bulk.BIG:
+        verb = "reget" if start else "get"  # reget: on from the local file's size
+        command = f"{verb} {bulk.quote(remote)} {bulk.quote(str(local))}"
 
-            async def local_size() -> int:
-                return await _local_size(local) or 0
+        async def local_size() -> int:
+            return await _local_size(local) or 0
 
-            await _bulk(mover, command, local_size, progress, (total, start), remote)
-            await _finish(conn, remote, local, (total, start), str(local), report, verify)
-            return
-        fd = os.open(local, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
-        try:
+        await _bulk(mover, command, local_size, progress, (total, start), remote)
+        await _finish(conn, remote, local, (total, start), str(local), report, verify)
+        return
+    fd = os.open(local, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
+    try:
+        with _naming(remote):
             async with sftp.open(remote, "rb") as source:
 
                 async def receive(offset: int, size: int) -> None:
@@ -336,9 +336,9 @@ async def download_file(
                     os.pwrite(fd, data, offset)
 
                 await _pump(receive, total, start, progress, blocks)
-        finally:
-            os.close(fd)
-        await _finish(conn, remote, local, (total, start), str(local), report, verify)
+    finally:
+        os.close(fd)
+    await _finish(conn, remote, local, (total, start), str(local), report, verify)
 
 
 async def upload(
