@@ -1,13 +1,14 @@
 """Benchmark: the /transfer page, browser → browser, in Debian's Chromium on 127.0.0.1.
 
 Run by bench/transfer.py (or alone: `python -m bench.transfer_browser`). Two pages of one
-headless Chromium, a control plane of their own; a 128 MiB file is sent 5 times over WebRTC
-and 5 times over the relay, interleaved; the rate is the one the receiving page measures
-from its first data to its last (the service-worker download included). For scale, each round
-also measures the same Chromium's bare data channel between two pages (PEER/SEND/RECEIVE
-below): 128 MiB with no encryption, hashing, reading or saving. Chromium runs in a network
-namespace that has only loopback, as in the tests (tests/support/loopback_ns.py); the pages
-reach the control plane through its forwarder, so relay bytes cross that hop twice.
+headless Chromium, a control plane of their own; a 128 MiB file is sent 9 times over WebRTC
+and 9 times over the relay, interleaved (every other round in reverse order); the rate is
+the one the receiving page measures from its first data to its last (the service-worker
+download included). For scale, each round also measures the same Chromium's bare data
+channel between two pages (PEER/SEND/RECEIVE below): 128 MiB with no encryption, hashing,
+reading or saving. Chromium runs in a network namespace that has only loopback, as in the
+tests (tests/support/loopback_ns.py); the pages reach the control plane through its
+forwarder, so relay bytes cross that hop twice.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tests.support.loopback_ns import LoopbackNamespace
 from tests.support.platform import ControlPlane
 
 SIZE = 128 << 20
-RUNS = 5
+RUNS = 9
+WAYS = ("webrtc", "relay", "bare")
 # The reference: Chromium's bare data channel between two pages (two renderers, as the
 # transfer has), made as the page makes its own (pre-negotiated on stream 0), fed 256 KiB
 # messages (the page's record size) with the page's thresholds (12 MiB high, 6 MiB low); no
@@ -79,29 +81,39 @@ def measure() -> dict[str, list[float]]:
             chromium = launch_chromium(driver, netns, root)
             try:
                 for run in range(RUNS):
-                    for transport in ("webrtc", "relay"):
-                        context = chromium.new_context(
-                            accept_downloads=True, permissions=["camera", "microphone"]
-                        )
-                        context.set_default_timeout(120_000)
-                        work = root / f"{transport}-{run}"
-                        work.mkdir()
-                        _sender, receiver, _source, saved = browser_to_browser(
-                            context, plane, work, transport, size=SIZE
-                        )
-                        received = state(receiver)
-                        context.close()
-                        if received["error"] or saved.stat().st_size != SIZE:
-                            raise RuntimeError(f"{transport}: {received['error']}")
-                        rates.setdefault(transport, []).append(received["result"]["mbps"])
-                        saved.unlink()
-                    rates.setdefault("bare", []).append(bare_channel(chromium, plane.url))
+                    # Every other round in reverse (as the other benches): no way always
+                    # follows the same one.
+                    for way in WAYS if run % 2 == 0 else WAYS[::-1]:
+                        if way == "bare":
+                            rate = bare_channel(chromium, plane.url)
+                        else:
+                            rate = page_to_page(chromium, plane, root / f"{way}-{run}", way)
+                        rates.setdefault(way, []).append(rate)
             finally:
                 chromium.close()
     finally:
         plane.stop()
-        shutil.rmtree(root, ignore_errors=True)  # 10 source files of 128 MiB and the plane's
+        shutil.rmtree(root, ignore_errors=True)
     return rates
+
+
+def page_to_page(chromium: Browser, plane: ControlPlane, work: Path, transport: str) -> float:
+    """MB/s the receiving /transfer page reports for SIZE bytes over `transport`."""
+    context = chromium.new_context(accept_downloads=True, permissions=["camera", "microphone"])
+    context.set_default_timeout(120_000)
+    work.mkdir()
+    try:
+        _sender, receiver, _source, saved = browser_to_browser(
+            context, plane, work, transport, size=SIZE
+        )
+        received = state(receiver)
+        if received["error"] or saved.stat().st_size != SIZE:
+            raise RuntimeError(f"{transport}: {received['error']}")
+        rate: float = received["result"]["mbps"]
+        return rate
+    finally:
+        context.close()
+        shutil.rmtree(work, ignore_errors=True)  # the 128 MiB source and its saved copy
 
 
 def bare_channel(chromium: Browser, url: str) -> float:
