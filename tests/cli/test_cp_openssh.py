@@ -5,6 +5,7 @@ The copies themselves, through a real pod's sshd and the gateway, are in tests/e
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,97 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# A stand-in sftp that notes its pid in `tried`, then (connected) in `started`, and logs
+# "<its pid> <file>" for every `put`; a `put` of hold.bin waits until something is written to
+# the FIFO `gate`. With `refuse` existing, it ends at once as an sftp that cannot connect.
+LOGGING = """
+import os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "tried"), "a") as tried:
+    tried.write(f"{os.getpid()}\\n")
+if os.path.exists(os.path.join(here, "refuse")):
+    print("ssh: connect to host pod: Connection refused", file=sys.stderr, flush=True)
+    sys.exit(255)
+with open(os.path.join(here, "started"), "a") as started:
+    started.write(f"{os.getpid()}\\n")
+for line in sys.stdin:
+    if line.startswith("put"):
+        name = line.split()[-1].strip('"')
+        if name == "hold.bin":
+            with open(os.path.join(here, "gate")) as gate:
+                gate.read()
+        with open(os.path.join(here, "log"), "a") as log:
+            log.write(f"{os.getpid()} {name}\\n")
+    if line.startswith("pwd"):
+        print("Remote working directory: /workspace", flush=True)
+"""
+
+
+async def _nothing() -> int:
+    return 0
+
+
+def test_a_second_sftp_takes_what_the_first_is_too_busy_for(tmp_path: Path) -> None:
+    """While the first sftp is held on one file, the files behind it go through a second,
+    started for them; never more than two, however many files wait."""
+    argv = fake_sftp(tmp_path, LOGGING)
+    os.mkfifo(tmp_path / "gate")
+
+    async def go() -> list[int]:
+        movers = bulk.Movers(argv, most=2)
+        await movers.start()
+        moved: list[int] = []
+        held = asyncio.ensure_future(movers.run('put "a" "hold.bin"', _nothing, moved.append, 0, 1))
+        await asyncio.gather(
+            *(movers.run(f'put "a" "f{n}.bin"', _nothing, moved.append, 0, 2) for n in range(6))
+        )
+        assert not held.done()  # the six went past it
+        await asyncio.to_thread((tmp_path / "gate").write_text, "go")
+        await held
+        await movers.close()
+        return moved
+
+    assert sorted(asyncio.run(go())) == [1, 2, 2, 2, 2, 2, 2]
+    started = (tmp_path / "started").read_text().split()
+    assert len(started) == 2
+    log = {}  # file -> the pid of the sftp that moved it
+    for line in (tmp_path / "log").read_text().splitlines():
+        pid, name = line.split()
+        log[name] = pid
+    assert log["hold.bin"] == started[0]
+    assert {log[f"f{n}.bin"] for n in range(6)} == {started[1]}
+
+
+def test_an_sftp_that_cannot_connect_is_left_out(tmp_path: Path) -> None:
+    """A second sftp that ends before it answers (refused, say) is dropped; the first moves
+    every file."""
+    argv = fake_sftp(tmp_path, LOGGING)
+    os.mkfifo(tmp_path / "gate")
+    tried = tmp_path / "tried"
+
+    async def go() -> list[int]:
+        movers = bulk.Movers(argv, most=2)
+        await movers.start()
+        moved: list[int] = []
+        await movers.run('put "a" "first.bin"', _nothing, moved.append, 0, 1)  # connected
+        (tmp_path / "refuse").touch()  # every sftp started from now on
+        held = asyncio.ensure_future(movers.run('put "a" "hold.bin"', _nothing, moved.append, 0, 1))
+        behind = asyncio.gather(
+            *(movers.run(f'put "a" "f{n}.bin"', _nothing, moved.append, 0, 2) for n in range(4))
+        )
+        # The files behind hold.bin start a second sftp, which is refused.
+        await asyncio.to_thread(
+            wait_until, lambda: len(tried.read_text().split()) == 2, 10, "a second sftp"
+        )
+        await asyncio.to_thread((tmp_path / "gate").write_text, "go")
+        await asyncio.gather(held, behind)
+        await movers.close()
+        return moved
+
+    assert sorted(asyncio.run(go())) == [1, 1, 2, 2, 2, 2]
+    started = (tmp_path / "started").read_text().split()
+    assert len(started) == 1
+    pids = {line.split()[0] for line in (tmp_path / "log").read_text().splitlines()}
+    assert pids == set(started)

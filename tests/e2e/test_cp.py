@@ -221,7 +221,7 @@ def test_a_directory_of_many_files_both_ways(
     access: Access, pod: dict[str, Any], tmp_path: Path
 ) -> None:
     """60 files: most small (on the asyncssh connection, several at once) and some from 2 MiB
-    on (through sftp, one at a time beside them); every one arrives whole, both ways."""
+    on (through sftp, two at once beside them); every one arrives whole, both ways."""
     tree = tmp_path / "many"
     (tree / "d1").mkdir(parents=True)
     (tree / "d2").mkdir()

@@ -8,8 +8,8 @@ sha256sum costs ~5 s a GiB here, so it is asked for, not done by default.
 
 `copy` opens the connection the way `openpod ssh` goes (`connect`) and runs one copy. The
 bytes of every file from 2 MiB on go through OpenSSH's sftp instead, started beside that
-connection and fed one command per file (cli/transfer_openssh.py: about 1.6x asyncssh's rate
-here); OPENPOD_CP_ENGINE=asyncssh, or a client without `sftp`, keeps every byte on asyncssh.
+connection and fed one command per file, a second sftp for a directory's second large file
+at once (cli/transfer_openssh.py: about 1.6x asyncssh's rate here); OPENPOD_CP_ENGINE=asyncssh, or a client without `sftp`, keeps every byte on asyncssh.
 A directory's files are copied 8 at a time (FILES_IN_FLIGHT), the blocks in flight shared
 among them: each file costs round trips of its own (its size, opening, closing), and one
 after the other a directory of 1,000 files of 64 KiB went at 25-30 MB/s here, 8 at a time
@@ -240,7 +240,7 @@ async def upload_file(
     report: Report,
     progress: Progress,
     verify: bool = False,
-    mover: bulk.Mover | None = None,
+    mover: bulk.Movers | None = None,
     blocks: asyncio.Semaphore | None = None,
 ) -> None:
     total = await _local_size(local)
@@ -282,7 +282,7 @@ async def upload_file(
 
 
 async def _bulk(
-    mover: bulk.Mover,
+    mover: bulk.Movers,
     command: str,
     size: Callable[[], Awaitable[int]],
     progress: Progress,
@@ -304,7 +304,7 @@ async def download_file(
     report: Report,
     progress: Progress,
     verify: bool = False,
-    mover: bulk.Mover | None = None,
+    mover: bulk.Movers | None = None,
     blocks: asyncio.Semaphore | None = None,
 ) -> None:
     total = await _stat_size(sftp, remote)
@@ -348,7 +348,7 @@ async def upload(
     progress: Progress,
     *,
     verify: bool = False,
-    mover: bulk.Mover | None = None,
+    mover: bulk.Movers | None = None,
     digests: bool = True,
 ) -> Report:
     """`local` (a file or a directory, recursively) to `remote` in the pod; large files'
@@ -389,7 +389,7 @@ async def download(
     progress: Progress,
     *,
     verify: bool = False,
-    mover: bulk.Mover | None = None,
+    mover: bulk.Movers | None = None,
     digests: bool = True,
 ) -> Report:
     """`remote` in the pod (a file or a directory, recursively) to `local`; large files'
@@ -507,7 +507,7 @@ async def copy(
     """One `openpod cp`; `digests`: hash every copied file for the report (resume checks and
     `verify` hash what they need either way)."""
     argv = openssh_argv(target, identities, direct)
-    mover = None if argv is None else bulk.Mover(argv)
+    mover = None if argv is None else bulk.Movers(argv)
     # sftp's SSH handshake runs beside asyncssh's.
     starting = asyncio.ensure_future(mover.start() if mover else asyncio.sleep(0))
     try:

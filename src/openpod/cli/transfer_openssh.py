@@ -12,7 +12,13 @@ runs one command at a time, and for a small file its round trips cost more than 
 slower bytes (a directory of 1 MiB files: 201 MB/s on asyncssh 8 at a time, 185 through
 sftp; of 2 MiB files: 206 and 236; of 4 MiB files: 227 and 273).
 
-The sftp process dies with us (PR_SET_PDEATHSIG): a killed `openpod cp` leaves no copy
+A directory's large files go two at a time, through two sftp processes (Movers): one sftp
+runs its commands one after another and each file costs it round trips of its own (`get`
+stats the file twice before it opens it), which a second one hides (through the fast path,
+100 files of 4 MiB down: 248 -> 283 MB/s, up: 294 -> 318; 40 of 16 MiB down: 347 -> 404; a
+third sftp did no better on 2 cores).
+
+The sftp processes die with us (PR_SET_PDEATHSIG): a killed `openpod cp` leaves no copy
 running behind it, only a partial file that the next run verifies and continues (`reput`,
 `reget`). Progress is the destination's size, looked at four times a second.
 """
@@ -31,6 +37,7 @@ REQUESTS = 64  # SFTP requests in flight
 BLOCK = 255 * 1024  # OpenSSH's sftp-server refuses 256 KiB
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 POLL_SECONDS = 0.25
+MOVERS = 2  # sftp processes for one copy at most
 
 PR_SET_PDEATHSIG = 1
 
@@ -118,15 +125,21 @@ class Mover:
         if total > moved:
             progress(total - moved)
 
-    async def _send(self, command: str) -> asyncio.Future[bool]:
-        """Hand sftp `command` and a `pwd`: the answer to the `pwd`, to come (False if sftp
-        ends first)."""
+    async def ready(self) -> None:
+        """Returns once sftp is connected (it answers a `pwd`); MoveError if it ends first."""
+        async with self._turn:
+            if not await (await self._send(None)):
+                raise MoveError(await self._reason())
+
+    async def _send(self, command: str | None) -> asyncio.Future[bool]:
+        """Hand sftp `command` (if any) and a `pwd`: the answer to the `pwd`, to come (False
+        if sftp ends first)."""
         proc = self._proc
         assert proc is not None
         assert proc.stdin is not None
         assert proc.stdout is not None
         try:
-            proc.stdin.write(f"{command}\npwd\n".encode())
+            proc.stdin.write(("pwd\n" if command is None else f"{command}\npwd\n").encode())
             await proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise MoveError(await self._reason()) from None
@@ -170,3 +183,72 @@ class Mover:
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
+
+
+class Movers:
+    """The sftp processes of one copy, at most `most`: the first started with the copy, another
+    only when a command finds every one busy (it takes whichever is free first: the new one
+    once connected, or one that finishes meanwhile). One that cannot connect is left out;
+    the others carry on."""
+
+    def __init__(self, argv: Sequence[str], most: int = MOVERS) -> None:
+        self.argv = list(argv)
+        self.most = most
+        self._all: list[Mover] = []
+        self._idle: asyncio.Queue[Mover] = asyncio.Queue()
+        self._growing: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        mover = Mover(self.argv)
+        self._all.append(mover)
+        await mover.start()  # not waited for: its handshake runs beside asyncssh's
+        self._idle.put_nowait(mover)
+
+    async def run(
+        self,
+        command: str,
+        size: Callable[[], Awaitable[int]],
+        progress: Callable[[int], None],
+        start: int,
+        total: int,
+    ) -> None:
+        """Mover.run on the first free sftp."""
+        if self._idle.empty() and len(self._all) < self.most:
+            another = Mover(self.argv)
+            self._all.append(another)  # now: the commands behind this one count it
+            task = asyncio.ensure_future(self._connect(another))
+            self._growing.add(task)
+            task.add_done_callback(self._growing.discard)
+        mover = await self._idle.get()
+        try:
+            await mover.run(command, size, progress, start, total)
+        finally:
+            self._idle.put_nowait(mover)
+
+    async def _connect(self, mover: Mover) -> None:
+        try:
+            await mover.start()
+            await mover.ready()
+        except (MoveError, OSError):
+            mover.kill()  # could not connect: the others carry on
+            return
+        self._idle.put_nowait(mover)
+
+    def kill(self) -> None:
+        for task in self._growing:
+            task.cancel()
+        for mover in self._all:
+            mover.kill()
+
+    async def close(self) -> None:
+        """End every sftp at the end of its commands; one still connecting has none: killed."""
+        for task in list(self._growing):
+            task.cancel()
+        await asyncio.gather(*self._growing, return_exceptions=True)
+        ready: set[Mover] = set()
+        while not self._idle.empty():
+            ready.add(self._idle.get_nowait())
+        for mover in self._all:
+            if mover not in ready:
+                mover.kill()
+        await asyncio.gather(*(mover.close() for mover in self._all))
