@@ -258,3 +258,35 @@ def test_a_failing_file_stops_a_directory_and_the_next_run_finishes_it(
     assert again["files"] == 30
     for name, digest in digests.items():
         assert sha256(workspace(access, pod["id"]) / "stops" / name) == digest
+
+
+def test_a_directory_in_the_way_of_a_large_file_stops_the_copy_both_ways(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """A directory where a large file goes (two sftp at work): the copy stops naming it, as
+    for a small file (sftp would have written the file inside it and said nothing); with it
+    gone, the next run finishes. Up, then down."""
+    tree = tmp_path / "large"
+    tree.mkdir()
+    digests = {f"f{n}.bin": write_random(tree / f"f{n}.bin", 2 * MIB + n) for n in range(8)}
+    blocked = workspace(access, pod["id"]) / "large" / "f3.bin"
+    blocked.mkdir(parents=True)
+    done = cp(access, str(tree), f"{pod['id']}:large")
+    assert done.returncode == 1
+    assert (
+        done.stderr == "error: copy failed: large/f3.bin: is a directory in the pod, not a file\n"
+    )
+    assert list(blocked.iterdir()) == []
+    blocked.rmdir()
+    assert summary(cp(access, str(tree), f"{pod['id']}:large", "--json"))["files"] == 8
+    back = tmp_path / "back"
+    (back / "f5.bin").mkdir(parents=True)
+    done = cp(access, f"{pod['id']}:large", str(back))
+    assert done.returncode == 1
+    assert done.stderr == f"error: copy failed: {back}/f5.bin: is a directory here, not a file\n"
+    assert list((back / "f5.bin").iterdir()) == []
+    (back / "f5.bin").rmdir()
+    assert summary(cp(access, f"{pod['id']}:large", str(back), "--json"))["files"] == 8
+    for name, digest in digests.items():
+        assert sha256(workspace(access, pod["id"]) / "large" / name) == digest
+        assert sha256(back / name) == digest

@@ -27,6 +27,7 @@ import os
 import posixpath
 import shlex
 import shutil
+import stat
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,15 @@ async def _remote_sha256(
 
 
 async def _local_size(path: Path) -> int | None:
+    """The size of the file at `path`, None if there is nothing; a directory there (where a
+    file goes) is a TransferError: sftp would write the file inside it."""
     try:
-        return (await asyncio.to_thread(os.stat, path)).st_size
+        found = await asyncio.to_thread(os.stat, path)
     except FileNotFoundError:
         return None
+    if stat.S_ISDIR(found.st_mode):
+        raise TransferError(f"{path}: is a directory here, not a file")
+    return found.st_size
 
 
 async def _local_kind(path: Path) -> str | None:
@@ -131,11 +137,15 @@ def _naming(path: str) -> Iterator[None]:
 
 
 async def _stat_size(sftp: asyncssh.SFTPClient, path: str) -> int | None:
+    """The size of the file at `path` in the pod, None if there is nothing; a directory there
+    is a TransferError (as _local_size)."""
     with _naming(path):
         try:
             attrs = await sftp.stat(path)
         except asyncssh.SFTPNoSuchFile:
             return None
+    if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
+        raise TransferError(f"{path}: is a directory in the pod, not a file")
     return attrs.size
 
 
