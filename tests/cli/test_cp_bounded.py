@@ -100,11 +100,12 @@ def test_the_first_failure_is_raised_and_the_rest_cancelled() -> None:
 
 
 def test_sftp_commands_take_turns(tmp_path: Path) -> None:
-    """Files copied at once hand sftp their commands one at a time: each waits for the answer
-    to its own `pwd` (two readers of sftp's output at once would each take the other's)."""
+    """Files copied at once hand one sftp their commands one at a time: each waits for the
+    answer to its own `pwd` (two readers of sftp's output at once would each take the
+    other's)."""
 
     async def go() -> list[int]:
-        mover = bulk.Mover(fake_sftp(tmp_path, ANSWERS))
+        mover = bulk.Movers(fake_sftp(tmp_path, ANSWERS), most=1)
         await mover.start()
         moved: list[int] = []
 

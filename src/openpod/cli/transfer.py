@@ -7,9 +7,10 @@ sides at the end too; SSH's AEAD already guards every byte on the way, and the p
 sha256sum costs ~5 s a GiB here, so it is asked for, not done by default.
 
 `copy` opens the connection the way `openpod ssh` goes (`connect`) and runs one copy. The
-bytes of every file from 2 MiB on go through OpenSSH's sftp instead, started beside that
-connection and fed one command per file, a second sftp for a directory's second large file
-at once (cli/transfer_openssh.py: about 1.6x asyncssh's rate here); OPENPOD_CP_ENGINE=asyncssh, or a client without `sftp`, keeps every byte on asyncssh.
+bytes of every file from 2 MiB on go through OpenSSH's sftp instead (about 1.6x asyncssh's
+rate here), started beside that connection and fed one command per file, a second sftp for
+a directory's large files at once (cli/transfer_openssh.py); OPENPOD_CP_ENGINE=asyncssh, or
+a client without `sftp`, keeps every byte on asyncssh.
 A directory's files are copied 8 at a time (FILES_IN_FLIGHT), the blocks in flight shared
 among them: each file costs round trips of its own (its size, opening, closing), and one
 after the other a directory of 1,000 files of 64 KiB went at 25-30 MB/s here, 8 at a time

@@ -73,14 +73,13 @@ def _die_with_parent() -> None:
 
 
 class Mover:
-    """One `sftp -b -` process for a whole copy: started at once (its SSH handshake then
-    runs beside asyncssh's), fed one command per large file, closed at the end."""
+    """One `sftp -b -` process, fed one command at a time (Movers sees to that: two readers
+    of its output at once would each take the other's answer), closed at the end."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
         self._proc: asyncio.subprocess.Process | None = None
         self._errors: asyncio.Future[bytes] | None = None
-        self._turn = asyncio.Lock()  # one command at a time (files are copied several at once)
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -104,32 +103,30 @@ class Mover:
         """One batch `command` moving a file from `start` to `total` bytes, then `pwd`, whose
         answer on stdout says the command is done; the growth of `size()` reported as
         progress meanwhile, and the rest once done. MoveError with sftp's reason if sftp
-        stops (in batch mode it stops at the first failure). Commands wait for their turn."""
-        async with self._turn:
-            done = await self._send(command)
-            moved = start
-            try:
-                while not done.done():
-                    await asyncio.wait([done], timeout=POLL_SECONDS)
-                    if done.done():
-                        break  # no last look at the size: a round trip per file, in our turn
-                    with contextlib.suppress(OSError):
-                        now = await size()
-                        if now > moved:
-                            progress(now - moved)
-                            moved = now
-            finally:
-                done.cancel()
-            if not done.result():
-                raise MoveError(await self._reason())
+        stops (in batch mode it stops at the first failure)."""
+        done = await self._send(command)
+        moved = start
+        try:
+            while not done.done():
+                await asyncio.wait([done], timeout=POLL_SECONDS)
+                if done.done():
+                    break  # no last look at the size: a round trip per file, in our turn
+                with contextlib.suppress(OSError):
+                    now = await size()
+                    if now > moved:
+                        progress(now - moved)
+                        moved = now
+        finally:
+            done.cancel()
+        if not done.result():
+            raise MoveError(await self._reason())
         if total > moved:
             progress(total - moved)
 
     async def ready(self) -> None:
         """Returns once sftp is connected (it answers a `pwd`); MoveError if it ends first."""
-        async with self._turn:
-            if not await (await self._send(None)):
-                raise MoveError(await self._reason())
+        if not await (await self._send(None)):
+            raise MoveError(await self._reason())
 
     async def _send(self, command: str | None) -> asyncio.Future[bool]:
         """Hand sftp `command` (if any) and a `pwd`: the answer to the `pwd`, to come (False
