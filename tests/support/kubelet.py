@@ -370,7 +370,7 @@ class _Sandbox:
         task.add_done_callback(self.forwards.discard)
         inner_writer: asyncio.StreamWriter | None = None
         try:
-            inner = await asyncio.wrap_future(self.netns.socket())
+            inner = await self.netns.made()
             try:
                 inner.setblocking(False)
                 await asyncio.get_running_loop().sock_connect(inner, ("127.0.0.1", port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import queue
@@ -52,10 +53,22 @@ class NetnsSockets:
         entered = _libc.setns(self._fd, CLONE_NEWNET) == 0
         error = ctypes.get_errno()
         while (job := self._jobs.get()) is not None:
+            if not job.set_running_or_notify_cancel():
+                continue  # its caller stopped waiting before we got to it: nothing to make
             if entered:
                 job.set_result(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             else:
                 job.set_exception(OSError(error, "setns into the network namespace of the process"))
+
+    async def made(self) -> socket.socket:
+        """A socket in the namespace, for a coroutine: if the coroutine is cancelled while the
+        socket is being made, the socket is closed once made (unclosed, it warned as leaked)."""
+        job = self.socket()
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(_close_unclaimed)
+            raise
 
     def socket(self) -> Future[socket.socket]:
         job: Future[socket.socket] = Future()
@@ -66,3 +79,8 @@ class NetnsSockets:
         self._jobs.put(None)
         self._thread.join(5)
         os.close(self._fd)
+
+
+def _close_unclaimed(job: Future[socket.socket]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
