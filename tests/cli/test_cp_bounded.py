@@ -112,9 +112,11 @@ def test_sftp_commands_take_turns(tmp_path: Path) -> None:
         async def size() -> int:
             return 0
 
-        await asyncio.gather(
-            *(mover.run(f'put "a" "f{n}.bin"', size, moved.append, 0, n + 1) for n in range(6))
-        )
+        async def put(n: int) -> None:
+            async with mover.lend() as sftp:
+                await sftp.run(f'put "a" "f{n}.bin"', size, moved.append, 0, n + 1)
+
+        await asyncio.gather(*(put(n) for n in range(6)))
         await mover.close()
         return moved
 

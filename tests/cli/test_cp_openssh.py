@@ -172,6 +172,12 @@ async def _nothing() -> int:
     return 0
 
 
+async def put(movers: bulk.Movers, name: str, moved: list[int], total: int) -> None:
+    """`put` of `name` on the first free sftp, as openpod cp hands a large file over."""
+    async with movers.lend() as sftp:
+        await sftp.run(f'put "a" "{name}"', _nothing, moved.append, 0, total)
+
+
 def test_a_second_sftp_takes_what_the_first_is_too_busy_for(tmp_path: Path) -> None:
     """While the first sftp is held on one file, the files behind it go through a second,
     started for them; never more than two, however many files wait."""
@@ -182,10 +188,8 @@ def test_a_second_sftp_takes_what_the_first_is_too_busy_for(tmp_path: Path) -> N
         movers = bulk.Movers(argv, most=2)
         await movers.start()
         moved: list[int] = []
-        held = asyncio.ensure_future(movers.run('put "a" "hold.bin"', _nothing, moved.append, 0, 1))
-        await asyncio.gather(
-            *(movers.run(f'put "a" "f{n}.bin"', _nothing, moved.append, 0, 2) for n in range(6))
-        )
+        held = asyncio.ensure_future(put(movers, "hold.bin", moved, 1))
+        await asyncio.gather(*(put(movers, f"f{n}.bin", moved, 2) for n in range(6)))
         assert not held.done()  # the six went past it
         await asyncio.to_thread((tmp_path / "gate").write_text, "go")
         await held
@@ -214,12 +218,10 @@ def test_an_sftp_that_cannot_connect_is_left_out(tmp_path: Path) -> None:
         movers = bulk.Movers(argv, most=2)
         await movers.start()
         moved: list[int] = []
-        await movers.run('put "a" "first.bin"', _nothing, moved.append, 0, 1)  # connected
+        await put(movers, "first.bin", moved, 1)  # connected
         (tmp_path / "refuse").touch()  # every sftp started from now on
-        held = asyncio.ensure_future(movers.run('put "a" "hold.bin"', _nothing, moved.append, 0, 1))
-        behind = asyncio.gather(
-            *(movers.run(f'put "a" "f{n}.bin"', _nothing, moved.append, 0, 2) for n in range(4))
-        )
+        held = asyncio.ensure_future(put(movers, "hold.bin", moved, 1))
+        behind = asyncio.gather(*(put(movers, f"f{n}.bin", moved, 2) for n in range(4)))
         # The files behind hold.bin start a second sftp, which is refused.
         await asyncio.to_thread(
             wait_until, lambda: len(tried.read_text().split()) == 2, 10, "a second sftp"

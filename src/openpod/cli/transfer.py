@@ -302,7 +302,8 @@ async def _bulk(
 ) -> None:
     total, start = sizes
     try:
-        await mover.run(command, size, progress, start, total)
+        async with mover.lend() as sftp:
+            await sftp.run(command, size, progress, start, total)
     except bulk.MoveError as exc:
         raise TransferError(f"{name}: {exc}") from None
 

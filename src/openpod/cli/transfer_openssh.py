@@ -30,7 +30,7 @@ import contextlib
 import ctypes
 import re
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 BIG = 2 << 20  # bytes: from this many left to move on, a file goes through OpenSSH
 REQUESTS = 64  # SFTP requests in flight
@@ -73,8 +73,8 @@ def _die_with_parent() -> None:
 
 
 class Mover:
-    """One `sftp -b -` process, fed one command at a time (Movers sees to that: two readers
-    of its output at once would each take the other's answer), closed at the end."""
+    """One `sftp -b -` process, fed one command at a time (Movers.lend sees to that: two
+    readers of its output at once would each take the other's answer), closed at the end."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
@@ -201,15 +201,9 @@ class Movers:
         await mover.start()  # not waited for: its handshake runs beside asyncssh's
         self._idle.put_nowait(mover)
 
-    async def run(
-        self,
-        command: str,
-        size: Callable[[], Awaitable[int]],
-        progress: Callable[[int], None],
-        start: int,
-        total: int,
-    ) -> None:
-        """Mover.run on the first free sftp."""
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[Mover]:
+        """The first free sftp, for one command (then it goes back to the others)."""
         if self._idle.empty() and len(self._all) < self.most:
             another = Mover(self.argv)
             self._all.append(another)  # now: the commands behind this one count it
@@ -218,7 +212,7 @@ class Movers:
             task.add_done_callback(self._growing.discard)
         mover = await self._idle.get()
         try:
-            await mover.run(command, size, progress, start, total)
+            yield mover
         finally:
             self._idle.put_nowait(mover)
 
