@@ -12,7 +12,7 @@ import pytest
 
 from openpod.cli import transfer
 from openpod.cli import transfer_openssh as bulk
-from tests.cli.test_cp_openssh import ANSWERS, fake_sftp
+from tests.cli.test_cp_openssh import ANSWERS, fake_sftp, put
 
 
 class Jobs:
@@ -105,19 +105,11 @@ def test_sftp_commands_take_turns(tmp_path: Path) -> None:
     other's)."""
 
     async def go() -> list[int]:
-        mover = bulk.Movers(fake_sftp(tmp_path, ANSWERS), most=1)
-        await mover.start()
+        movers = bulk.Movers(fake_sftp(tmp_path, ANSWERS), most=1)
+        await movers.start()
         moved: list[int] = []
-
-        async def size() -> int:
-            return 0
-
-        async def put(n: int) -> None:
-            async with mover.lend() as sftp:
-                await sftp.run(f'put "a" "f{n}.bin"', size, moved.append, 0, n + 1)
-
-        await asyncio.gather(*(put(n) for n in range(6)))
-        await mover.close()
+        await asyncio.gather(*(put(movers, f"f{n}.bin", moved, n + 1) for n in range(6)))
+        await movers.close()
         return moved
 
     assert sorted(asyncio.run(go())) == [1, 2, 3, 4, 5, 6]  # each file's bytes, once done

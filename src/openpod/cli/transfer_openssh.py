@@ -223,6 +223,9 @@ class Movers:
         except (MoveError, OSError):
             mover.kill()  # could not connect: the others carry on
             return
+        except asyncio.CancelledError:
+            mover.kill()  # the copy ended while it connected: it has nothing to do
+            raise
         self._idle.put_nowait(mover)
 
     def kill(self) -> None:
@@ -232,14 +235,9 @@ class Movers:
             mover.kill()
 
     async def close(self) -> None:
-        """End every sftp at the end of its commands; one still connecting has none: killed."""
+        """End every sftp at the end of its commands; one still connecting has none: killed
+        (_connect, cancelled)."""
         for task in list(self._growing):
             task.cancel()
         await asyncio.gather(*self._growing, return_exceptions=True)
-        ready: set[Mover] = set()
-        while not self._idle.empty():
-            ready.add(self._idle.get_nowait())
-        for mover in self._all:
-            if mover not in ready:
-                mover.kill()
         await asyncio.gather(*(mover.close() for mover in self._all))
