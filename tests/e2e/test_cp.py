@@ -5,6 +5,7 @@ finds everything there, and failures that exit non-zero with the reason."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -290,3 +291,151 @@ def test_a_directory_in_the_way_of_a_large_file_stops_the_copy_both_ways(
     for name, digest in digests.items():
         assert sha256(workspace(access, pod["id"]) / "large" / name) == digest
         assert sha256(back / name) == digest
+
+
+# ---- a full disk, in the pod and here ---------------------------------------------------
+
+
+def listener(port: int) -> int:
+    """The pid of the process that listens on TCP `port` (found through /proc/net/tcp's
+    socket inode): for a pod's SSH port, the pod's own sshd."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@contextlib.contextmanager
+def small_disk(mount: list[str], where: str, size: int) -> Iterator[None]:
+    """A tmpfs of `size` bytes mounted at `where` (by `mount` + the command: nsenter into a
+    pod's mount namespace, or nothing), unmounted after."""
+    subprocess.run(
+        [*mount, "mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", where], check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run([*mount, "umount", where], check=True)
+
+
+@pytest.fixture
+def pod_disk(access: Access, pod: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+    """A 4 MiB disk at /workspace/<name> in the pod, as the pod sees it (a mount in its own
+    namespace: the host's view of the workspace does not have it): its name there, and its
+    path as this process sees it (through the sshd's /proc/PID/root)."""
+    name = f"small{os.urandom(3).hex()}"
+    (workspace(access, pod["id"]) / name).mkdir()
+    sshd = listener(int(pod["portMappings"]["22"]))
+    with small_disk(["nsenter", "-t", str(sshd), "-m"], f"/workspace/{name}", 4 * MIB):
+        yield name, Path(f"/proc/{sshd}/root/workspace/{name}")
+
+
+@pytest.fixture
+def local_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB disk here."""
+    where = tmp_path / "small"
+    where.mkdir()
+    with small_disk([], str(where), 4 * MIB):
+        yield where
+
+
+def test_what_cannot_fit_in_the_pod_is_refused_before_a_byte_is_written(
+    access: Access, pod: dict[str, Any], pod_disk: tuple[str, Path], tmp_path: Path
+) -> None:
+    name, disk = pod_disk
+    (disk / "filler").write_bytes(bytes(2 * MIB))  # 2 MiB of the 4 left
+    source = tmp_path / "three.bin"
+    digest = write_random(source, 3 * MIB)
+    done = cp(access, str(source), f"{pod['id']}:{name}/three.bin")
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: copy failed: not enough space in the pod: the copy needs 3.1 MB more, "
+        f"2.1 MB is free in {name}; nothing was copied\n"
+    )
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for n in range(3):
+        write_random(tree / "sub" / f"f{n}.bin", MIB)
+    done = cp(access, str(tree), f"{pod['id']}:{name}/tree")
+    assert done.returncode == 1
+    assert "not enough space in the pod: the copy needs 3.1 MB more" in done.stderr
+    assert sorted(path.name for path in disk.iterdir()) == ["filler"]  # no directory made
+    # What is there already counts: with 1.5 MiB of the file there, the rest (1.5 MiB) fits
+    # in the 2 MiB left beside a smaller filler, though the whole file would not.
+    (disk / "filler").write_bytes(bytes(MIB // 2))
+    (disk / "three.bin").write_bytes(source.read_bytes()[: 3 * MIB // 2])
+    resumed = summary(cp(access, str(source), f"{pod['id']}:{name}/three.bin", "--json"))
+    assert (resumed["resumed"], resumed["bytesSent"]) == ([f"{name}/three.bin"], 3 * MIB // 2)
+    assert sha256(disk / "three.bin") == digest
+
+
+@pytest.mark.parametrize("engine", ["openssh", "asyncssh"])
+def test_a_pod_disk_that_fills_during_the_copy_is_named_as_the_reason(
+    access: Access, pod: dict[str, Any], pod_disk: tuple[str, Path], tmp_path: Path, engine: str
+) -> None:
+    """The space counted at the start is not there when the copy writes (here: the file it
+    replaces is sparse, 3 MiB long and holding none, and the copy counts its length): sftp-server
+    says only `Failure`; the copy says the disk is full, in one line."""
+    name, disk = pod_disk
+    (disk / "filler").write_bytes(bytes(2 * MIB))
+    with (disk / "x.bin").open("wb") as sparse:
+        sparse.truncate(3 * MIB)
+    source = tmp_path / "x.bin"
+    write_random(source, 3 * MIB + MIB // 2)  # different bytes: sent again, from 0
+    done = cp(access, str(source), f"{pod['id']}:{name}/x.bin", OPENPOD_CP_ENGINE=engine)
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"error: copy failed: {name}/x.bin: no space left in the pod ("
+    ), done.stderr
+    assert done.stderr.endswith(f" free in {name})\n")
+    assert done.stderr.count("\n") == 1  # nothing else: no stray task's traceback
+
+
+def test_what_cannot_fit_here_is_refused_before_a_byte_is_written(
+    access: Access, pod: dict[str, Any], local_disk: Path
+) -> None:
+    folder = workspace(access, pod["id"]) / "down"
+    folder.mkdir()
+    digest = write_random(folder / "three.bin", 3 * MIB)
+    (local_disk / "filler").write_bytes(bytes(2 * MIB))
+    done = cp(access, f"{pod['id']}:down/three.bin", str(local_disk / "three.bin"))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: copy failed: not enough space here: the copy needs 3.1 MB more, "
+        f"2.1 MB is free in {local_disk}; nothing was copied\n"
+    )
+    done = cp(access, f"{pod['id']}:down", str(local_disk / "tree"))
+    assert "not enough space here: the copy needs 3.1 MB more" in done.stderr
+    assert sorted(path.name for path in local_disk.iterdir()) == ["filler"]
+    (local_disk / "filler").write_bytes(bytes(MIB // 2))
+    (local_disk / "three.bin").write_bytes((folder / "three.bin").read_bytes()[: 3 * MIB // 2])
+    resumed = summary(cp(access, f"{pod['id']}:down/three.bin", str(local_disk), "--json"))
+    assert resumed["bytesSent"] == 3 * MIB // 2
+    assert sha256(local_disk / "three.bin") == digest
+
+
+@pytest.mark.parametrize("engine", ["openssh", "asyncssh"])
+def test_a_disk_here_that_fills_during_the_copy_is_named_as_the_reason(
+    access: Access, pod: dict[str, Any], local_disk: Path, engine: str
+) -> None:
+    folder = workspace(access, pod["id"]) / f"fills-{engine}"
+    folder.mkdir()
+    write_random(folder / "x.bin", 3 * MIB + MIB // 2)
+    (local_disk / "filler").write_bytes(bytes(2 * MIB))
+    with (local_disk / "x.bin").open("wb") as sparse:  # see the test of the pod's side
+        sparse.truncate(3 * MIB)
+    done = cp(access, f"{pod['id']}:{folder.name}/x.bin", str(local_disk), OPENPOD_CP_ENGINE=engine)
+    assert done.returncode == 1
+    assert "No space left on device" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1

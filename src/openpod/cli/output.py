@@ -39,6 +39,11 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def amount(size: int) -> str:
+    """A byte count for people: `512 bytes`, `17.8 MB` (10^6, as the rates are)."""
+    return f"{size:,} bytes" if size < 1_000_000 else f"{size / 1e6:,.1f} MB"
+
+
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
