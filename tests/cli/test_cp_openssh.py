@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,33 @@ def test_an_sftp_that_cannot_connect_is_left_out(tmp_path: Path) -> None:
     assert len(started) == 1
     pids = {line.split()[0] for line in (tmp_path / "log").read_text().splitlines()}
     assert pids == set(started)
+
+
+def test_an_sftp_is_killed_once(tmp_path: Path) -> None:
+    """Movers.kill, then the cancelled _connect, each kill an sftp still connecting: only the
+    first sends SIGKILL. Popen.send_signal polls the pid first, and a second kill of an sftp
+    that already died of the first reaped it behind asyncio's child watcher ("Unknown child
+    process pid N, will report returncode 255" on the copy's stderr)."""
+    sleeper = fake_sftp(tmp_path, "import sys\nsys.stdin.read()\n")
+
+    async def go() -> None:
+        mover = bulk.Mover(sleeper)
+        await mover.start()
+        proc = mover._proc
+        assert proc is not None
+        kills: list[None] = []
+        kill = proc.kill
+
+        def counted() -> None:
+            kills.append(None)
+            kill()
+
+        proc.kill = counted  # type: ignore[method-assign]
+        mover.kill()
+        mover.kill()
+        assert await proc.wait() == -signal.SIGKILL
+        mover.kill()  # seen dead: nothing either
+        assert len(kills) == 1
+        await mover.close()
+
+    asyncio.run(go())

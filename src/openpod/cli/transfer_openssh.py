@@ -80,6 +80,7 @@ class Mover:
         self.argv = list(argv)
         self._proc: asyncio.subprocess.Process | None = None
         self._errors: asyncio.Future[bytes] | None = None
+        self._killed = False
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -177,7 +178,12 @@ class Mover:
             await asyncio.gather(self._errors, return_exceptions=True)
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
+        """SIGKILL, once. Popen.send_signal first polls the pid: a second kill of an sftp that
+        died of the first, before asyncio's child watcher saw it die, reaped it behind the
+        watcher's back ("Unknown child process pid N" on stderr; Movers.kill, then the
+        cancelled _connect, did that in ~1 failed copy of 20)."""
+        if self._proc is not None and self._proc.returncode is None and not self._killed:
+            self._killed = True
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
 
