@@ -36,6 +36,7 @@ import stat
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -498,6 +499,30 @@ async def download_file(
     await _finish(conn, remote, local, (total, start), str(local), report, verify)
 
 
+async def _every_file(
+    one: Callable[..., Awaitable[None]],
+    conn: asyncssh.SSHClientConnection,
+    sftp: asyncssh.SFTPClient,
+    pairs: Iterable[tuple[Any, Any]],
+    report: Report,
+    progress: Progress,
+    verify: bool,
+    mover: bulk.Movers | None,
+) -> None:
+    """`one` (upload_file or download_file) for each (source, target) of a directory whose
+    copy made sure it fits: FILES_IN_FLIGHT files at once, sharing IN_FLIGHT blocks."""
+    blocks = asyncio.Semaphore(IN_FLIGHT)
+    await _bounded(
+        (
+            functools.partial(
+                one, conn, sftp, source, target, report, progress, verify, mover, blocks, True
+            )
+            for source, target in pairs
+        ),
+        FILES_IN_FLIGHT,
+    )
+
+
 async def upload(
     conn: asyncssh.SSHClientConnection,
     local: Path,
@@ -530,24 +555,7 @@ async def upload(
             )
             for folder in folders:
                 await sftp.makedirs(folder, exist_ok=True)
-            blocks = asyncio.Semaphore(IN_FLIGHT)  # in flight for all the files at once
-            jobs = (
-                functools.partial(
-                    upload_file,
-                    conn,
-                    sftp,
-                    source,
-                    target,
-                    report,
-                    progress,
-                    verify,
-                    mover,
-                    blocks,
-                    room_checked=True,
-                )
-                for source, target in pairs
-            )
-            await _bounded(jobs, FILES_IN_FLIGHT)
+            await _every_file(upload_file, conn, sftp, pairs, report, progress, verify, mover)
         elif kind == "file":
             if await sftp.isdir(remote):
                 remote = posixpath.join(remote, local.name)
@@ -584,24 +592,7 @@ async def download(
             await _fits_here(list(zip(sizes, (to for _, to in pairs), strict=True)), local)
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
-            blocks = asyncio.Semaphore(IN_FLIGHT)  # in flight for all the files at once
-            jobs = (
-                functools.partial(
-                    download_file,
-                    conn,
-                    sftp,
-                    source,
-                    target,
-                    report,
-                    progress,
-                    verify,
-                    mover,
-                    blocks,
-                    room_checked=True,
-                )
-                for source, target in pairs
-            )
-            await _bounded(jobs, FILES_IN_FLIGHT)
+            await _every_file(download_file, conn, sftp, pairs, report, progress, verify, mover)
         else:
             if await _local_kind(local) == "dir":
                 local = local / posixpath.basename(remote)
