@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cp import sha256, write_random
+from tests.e2e.test_cp import sha256, small_disk, write_random
 from tests.support.net import wait_until
 from tests.support.platform import ControlPlane
 from tests.support.tamper import TamperingProxy
@@ -232,6 +232,33 @@ def test_directories_and_conflicts(plane: ControlPlane, tmp_path: Path) -> None:
     summary = json.loads(replaced.stdout.splitlines()[-1])
     assert (into / "tree" / "a.txt").read_text() == "changed"
     assert sorted(summary["skipped"]) == ["tree/run.sh", "tree/sub/b.bin", "tree/sub/deeper/c.txt"]
+
+
+def test_what_cannot_fit_is_refused_before_a_byte_is_written(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    """`receive` into a disk with less free than the files need: both sides stop with the
+    receiver's reason, and nothing lands (a 4 MiB tmpfs, 2 MiB of it taken)."""
+    source = tmp_path / "three.bin"
+    write_random(source, 3 * MIB)
+    small = tmp_path / "small"
+    small.mkdir()
+    with small_disk([], str(small), 4 * MIB):
+        (small / "filler").write_bytes(bytes(2 * MIB))
+        sender = Sender(plane.url, tmp_path, str(source), "--transport", "direct")
+        try:
+            refused = receive(plane.url, tmp_path, sender.code, "--dir", str(small))
+            code, _sent, err = sender.finish(60)
+        finally:
+            sender.kill()
+        reason = (
+            f"not enough space here: the files need 3.1 MB more, 2.1 MB is free in {small}; "
+            "nothing was received"
+        )
+        assert refused.returncode == 1
+        assert reason in refused.stderr
+        assert code == 1 and reason in err
+        assert sorted(path.name for path in small.iterdir()) == ["filler"]
 
 
 def test_no_secret_words_reached_the_server_log(plane: ControlPlane) -> None:

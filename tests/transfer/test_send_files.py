@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from openpod.adapters.transfer.channel import ChannelClosed
-from openpod.cli.receive_files import WINDOW, receive_files
+from openpod.cli.receive_files import WINDOW, Held, _room_needed, receive_files
 from openpod.cli.send_files import PART, collect, send_files
 from openpod.cli.send_peer import Link, TransferFailed
 from openpod.domain import transfer_protocol as proto
@@ -129,6 +130,50 @@ async def test_an_existing_different_file_is_refused_unless_overwrite(tmp_path: 
     assert (into / "f.txt").read_text() == "old"
     await run([tmp_path / "f.txt"], into, overwrite=True)
     assert (into / "f.txt").read_text() == "new"
+
+
+def test_the_room_needed_counts_what_each_file_holds_now(tmp_path: Path) -> None:
+    """Each file still to come grows from what it holds on disk to its size: a part resumed
+    (or cut back) keeps its place; a file replaced whole stays until its new copy is
+    verified; a file already here adds nothing."""
+    sizes = {"resumed": 1000, "cut": 1000, "replaced": 1000, "grown": 1000, "here": 1000}
+    manifest = proto.Manifest(
+        tuple(proto.FileEntry(name, size, 0o644) for name, size in sizes.items()), ()
+    )
+
+    def held(offset: int, whole: bool) -> Held:
+        return Held(tmp_path / "f", tmp_path / "f.part", offset, hashlib.sha256(), whole)
+
+    holding = [
+        held(400, False),
+        held(400, False),
+        held(600, True),
+        held(300, True),
+        held(1000, True),
+    ]
+    plan = [400, 100, 0, 300, 1000]  # resumed, cut back to 100, replaced, --overwrite prefix, here
+    assert _room_needed(manifest, holding, plan) == 600 + 600 + 1000 + 700 + 0
+
+
+async def test_what_cannot_fit_is_refused_before_a_byte_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(5000))
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "g.bin").write_bytes(os.urandom(10))
+    into = tmp_path / "in"
+    real = shutil.disk_usage
+
+    def small(path: Any) -> Any:
+        return real(path)._replace(free=4999)  # one byte short
+
+    monkeypatch.setattr(shutil, "disk_usage", small)
+    with pytest.raises(
+        TransferFailed,
+        match=r"not enough space here: the files need 5,010 bytes more, 4,999 bytes is free in .*; nothing was received",
+    ):
+        await run([tmp_path / "f.bin", tmp_path / "tree"], into)
+    assert list(into.iterdir()) == []  # no directory, no part
 
 
 async def receiver_against(records: list[dict[str, Any] | bytes], into: Path) -> Exception:

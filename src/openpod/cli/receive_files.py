@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openpod.adapters.transfer.channel import ChannelClosed
+from openpod.cli.output import amount
 from openpod.cli.send_files import PART, READ, Progress, Report, tell_error
 from openpod.cli.send_peer import Link, TransferFailed
 from openpod.domain import transfer_protocol as proto
@@ -93,15 +95,34 @@ def _take_stock(target: Path, manifest: proto.Manifest) -> list[Held]:
     return [_held(target, entry) for entry in manifest.files]
 
 
+def _room_needed(manifest: proto.Manifest, held: list[Held], plan: list[int]) -> int:
+    """Bytes the files still to come add on disk: each grows from what it holds now to its
+    size (a part resumed or cut back keeps its place; a file replaced whole stays until its
+    new copy is verified, so it frees nothing meanwhile)."""
+    need = 0
+    for entry, h, offset in zip(manifest.files, held, plan, strict=True):
+        if offset < entry.size:
+            kept = h.offset if not h.whole or offset else 0
+            need += max(0, entry.size - kept)
+    return need
+
+
 def _apply_plan(
     target: Path, manifest: proto.Manifest, held: list[Held], plan: list[int], overwrite: bool
 ) -> Report:
-    """Refuse conflicts, make the directories, finish the files the plan says are here."""
+    """Refuse conflicts and what cannot fit, make the directories, finish the files the plan
+    says are here."""
     for entry, h, offset in zip(manifest.files, held, plan, strict=True):
         if h.whole and offset != entry.size and not overwrite:
             raise TransferFailed(
                 f"{h.final} exists and differs from the file sent (use --overwrite to replace it)"
             )
+    need, free = _room_needed(manifest, held, plan), shutil.disk_usage(target).free
+    if need > free:
+        raise TransferFailed(
+            f"not enough space here: the files need {amount(need)} more, {amount(free)} is "
+            f"free in {target}; nothing was received"
+        )
     for folder in manifest.dirs:
         _under(target, folder).mkdir(parents=True, exist_ok=True)
     report = Report(files=len(manifest.files), bytes_total=manifest.total)
