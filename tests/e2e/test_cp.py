@@ -439,3 +439,35 @@ def test_a_disk_here_that_fills_during_the_copy_is_named_as_the_reason(
     assert done.returncode == 1
     assert "No space left on device" in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_the_pods_home_is_written_as_scp_writes_it(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """`~` and `~/...` are the pod's home for both engines (SFTP alone would make a file
+    named `~`); a path that ends in `/` is a directory that must be there, both ways."""
+    home = workspace(access, pod["id"])
+    small, big = tmp_path / "home-small.bin", tmp_path / "home-big.bin"
+    digests = {small.name: write_random(small, 1000), big.name: write_random(big, 3 * MIB)}
+    for source in (small, big):
+        assert cp(access, str(source), f"{pod['id']}:~").returncode == 0
+        assert cp(access, str(source), f"{pod['id']}:~/t-{source.name}").returncode == 0
+        assert (
+            sha256(home / source.name) == sha256(home / f"t-{source.name}") == digests[source.name]
+        )
+        missing = cp(access, str(source), f"{pod['id']}:~/no-such-dir/")
+        assert missing.returncode == 1
+        assert missing.stderr == "error: copy failed: no-such-dir/: no such directory in the pod\n"
+    assert not (home / "~").exists()
+    assert not (home / "no-such-dir").exists()
+    down = tmp_path / "down"
+    down.mkdir()
+    for name in digests:
+        assert cp(access, f"{pod['id']}:~/{name}", f"{down}/").returncode == 0
+        assert sha256(down / name) == digests[name]
+        missing = cp(access, f"{pod['id']}:~/{name}", f"{tmp_path}/not-there/")
+        assert missing.returncode == 1
+        assert (
+            missing.stderr == f"error: copy failed: {tmp_path}/not-there/: no such directory here\n"
+        )
+    assert not (tmp_path / "not-there").exists()

@@ -1,7 +1,8 @@
 """``openpod cp SRC DST``: files and directories to or from a pod over SFTP (cli/transfer.py).
 
-One side is ``POD:PATH`` (a relative PATH is under the pod's home, /workspace). The way in is
-the one ``openpod ssh`` takes: the gateway's fast path where the gateway has one, else the
+One side is ``POD:PATH``: a relative PATH, or one starting ``~/``, is under the pod's home
+(/workspace); a file copied to a PATH ending in ``/`` (either side) goes into that directory,
+which must be there. The way in is the one ``openpod ssh`` takes: the gateway's fast path where the gateway has one, else the
 gateway's SSH port (``-J``), else straight to the pod (``--direct``); the pod's host key is
 pinned from the API and AES-GCM is asked for. No prompts; ``--json`` prints a summary; any
 failure exits non-zero, and running the same command again resumes.
@@ -10,6 +11,7 @@ failure exits non-zero, and running the same command again resumes.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import time
@@ -40,8 +42,21 @@ def parse(src: str, dst: str) -> tuple[str, str, str, bool]:
         raise ValueError("one of SRC and DST must be POD:PATH and the other a local path")
     match = target or source
     assert match is not None
-    path = match["path"] or "."
-    return match["pod"], path, src if target else dst, target is not None
+    return match["pod"], _in_pod(match["path"]), src if target else dst, target is not None
+
+
+def _in_pod(path: str) -> str:
+    """A path in the pod as SFTP takes it: `~` and `~/...` are the pod's home, where SFTP
+    starts (scp and sftp read them so; SFTP itself would take `~` as a name), as is an empty
+    path. Another user's `~name` is refused: its home is not known here."""
+    if path in ("", "~"):
+        return "."
+    if path.startswith("~/"):
+        return path[2:] or "."
+    if path.startswith("~"):
+        user = path[1:].split("/", 1)[0]
+        raise ValueError(f"{path}: the home of {user!r} is not known here; give its full path")
+    return path
 
 
 @contextmanager
@@ -103,6 +118,7 @@ def cp(
                     progress,
                     verify,
                     digests=as_json,  # only the JSON summary shows every file's SHA-256
+                    into_dir=not up and local.endswith(("/", os.sep)),
                 )
             )
     except (transfer.TransferError, ProxyError, asyncssh.Error, OSError) as error:

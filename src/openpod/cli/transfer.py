@@ -559,6 +559,8 @@ async def upload(
         elif kind == "file":
             if await sftp.isdir(remote):
                 remote = posixpath.join(remote, local.name)
+            elif remote.endswith("/"):  # into a directory, which is not there
+                raise TransferError(f"{remote}: no such directory in the pod")
             await upload_file(conn, sftp, local, remote, report, progress, verify, mover)
         else:
             raise TransferError(f"no such file or directory: {local}")
@@ -574,9 +576,11 @@ async def download(
     verify: bool = False,
     mover: bulk.Movers | None = None,
     digests: bool = True,
+    into_dir: bool = False,
 ) -> Report:
     """`remote` in the pod (a file or a directory, recursively) to `local`; large files'
-    bytes through `mover` (OpenSSH's sftp) where given."""
+    bytes through `mover` (OpenSSH's sftp) where given. `into_dir`: `local` was given as a
+    directory (`out/`): a file goes into it, and it must be there."""
     report = Report(digests=digests)
     async with conn.start_sftp_client() as sftp:
         if await sftp.isdir(remote):
@@ -596,6 +600,8 @@ async def download(
         else:
             if await _local_kind(local) == "dir":
                 local = local / posixpath.basename(remote)
+            elif into_dir:
+                raise TransferError(f"{local}/: no such directory here")
             await download_file(conn, sftp, remote, local, report, progress, verify, mover)
     return report.in_order()
 
@@ -679,10 +685,10 @@ def openssh_argv(target: SshTarget, identities: list[Path], direct: bool) -> lis
 
 async def copy(
     target: SshTarget, remote: str, local: Path, up: bool, identities: list[Path], direct: bool,
-    progress: Callable[[int], None], verify: bool, digests: bool = True,
+    progress: Callable[[int], None], verify: bool, digests: bool = True, into_dir: bool = False,
 ) -> Report:  # fmt: skip
     """One `openpod cp`; `digests`: hash every copied file for the report (resume checks and
-    `verify` hash what they need either way)."""
+    `verify` hash what they need either way); `into_dir`: see `download`."""
     argv = openssh_argv(target, identities, direct)
     mover = None if argv is None else bulk.Movers(argv)
     # sftp's SSH handshake runs beside asyncssh's.
@@ -697,7 +703,14 @@ async def copy(
                 )
             else:
                 report = await download(
-                    conn, remote, local, progress, verify=verify, mover=mover, digests=digests
+                    conn,
+                    remote,
+                    local,
+                    progress,
+                    verify=verify,
+                    mover=mover,
+                    digests=digests,
+                    into_dir=into_dir,
                 )
         finally:
             conn.close()
