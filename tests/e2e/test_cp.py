@@ -471,3 +471,23 @@ def test_the_pods_home_is_written_as_scp_writes_it(
             missing.stderr == f"error: copy failed: {tmp_path}/not-there/: no such directory here\n"
         )
     assert not (tmp_path / "not-there").exists()
+
+
+def test_a_file_that_cannot_be_sent_stops_a_directory_before_anything_is_written(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """A symlink to nothing, or a FIFO (reading it would wait for a writer forever), in a
+    directory: the copy names it and writes nothing."""
+    for name, make in (
+        ("dangling", lambda path: path.symlink_to(tmp_path / "nowhere")),
+        ("fifo", lambda path: os.mkfifo(path)),
+    ):
+        tree = tmp_path / f"odd-{name}"
+        (tree / "sub").mkdir(parents=True)
+        write_random(tree / "a.bin", 1000)
+        make(tree / "sub" / name)
+        done = cp(access, str(tree), f"{pod['id']}:odd-{name}")
+        assert done.returncode == 1
+        what = "a symlink to nothing" if name == "dangling" else "not a regular file"
+        assert done.stderr == f"error: copy failed: {tree}/sub/{name}: {what}\n"
+        assert not (workspace(access, pod["id"]) / f"odd-{name}").exists()

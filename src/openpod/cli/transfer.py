@@ -120,6 +120,24 @@ async def _local_size(path: Path) -> int | None:
     return found.st_size
 
 
+def _readable_size(path: Path) -> int:
+    """The size of a file of a directory being sent; one that cannot be read, or is no
+    regular file (a FIFO would block the copy), stops the copy before anything is written,
+    named."""
+    try:
+        found = os.stat(path)
+        if stat.S_ISREG(found.st_mode):
+            os.close(os.open(path, os.O_RDONLY))  # readable by us?
+    except FileNotFoundError:
+        what = "a symlink to nothing" if path.is_symlink() else "is gone"
+        raise TransferError(f"{path}: {what}") from None
+    except OSError as exc:
+        raise TransferError(f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise TransferError(f"{path}: not a regular file")
+    return found.st_size
+
+
 async def _local_kind(path: Path) -> str | None:
     def kind() -> str | None:
         return "dir" if path.is_dir() else "file" if path.is_file() else None
@@ -547,9 +565,7 @@ async def upload(
                 pairs += [
                     (Path(root) / name, posixpath.join(folders[-1], name)) for name in sorted(files)
                 ]
-            sizes = await asyncio.to_thread(
-                lambda: [os.stat(source).st_size for source, _ in pairs]
-            )
+            sizes = await asyncio.to_thread(lambda: [_readable_size(source) for source, _ in pairs])
             await _room_for_uploads(
                 sftp, list(zip(sizes, (to for _, to in pairs), strict=True)), remote
             )
