@@ -91,6 +91,22 @@ def receive(
     )
 
 
+def exchange(
+    url: str, home: Path, source: Path, *receive_args: str, transport: str = "direct",
+    timeout: float = 60,
+) -> tuple[subprocess.CompletedProcess[str], int, dict[str, Any] | None, str]:  # fmt: skip
+    """`openpod send SOURCE` over `transport`, then `openpod receive` of its code with
+    `receive_args`: what receive did, and the sender's exit code, summary and stderr (a sender
+    still running at the end is killed)."""
+    sender = Sender(url, home, str(source), "--transport", transport)
+    try:
+        got = receive(url, home, sender.code, *receive_args)
+        code, sent, err = sender.finish(timeout)
+    finally:
+        sender.kill()
+    return got, code, sent, err
+
+
 @pytest.mark.parametrize("transport", ["direct", "webrtc", "relay"])
 def test_a_big_file_over_each_transport(
     plane: ControlPlane, big: tuple[Path, str], tmp_path: Path, transport: str
@@ -99,12 +115,10 @@ def test_a_big_file_over_each_transport(
     relay."""
     source, digest = big
     size = GIB
-    sender = Sender(plane.url, tmp_path, str(source), "--transport", transport)
-    try:
-        got = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
-        code, sent, err = sender.finish()
-    finally:
-        sender.kill()
+    got, code, sent, err = exchange(
+        plane.url, tmp_path, source, "--dir", str(tmp_path / "in"), transport=transport,
+        timeout=300,
+    )  # fmt: skip
     assert got.returncode == 0, got.stderr
     assert code == 0, err
     summary = json.loads(got.stdout.splitlines()[-1])
@@ -174,12 +188,9 @@ def test_a_relay_that_flips_a_byte_is_caught(plane: ControlPlane, tmp_path: Path
     payload = tmp_path / "data.bin"
     write_random(payload, 8 * MIB)
     with TamperingProxy(plane.url, flip_after_bytes=2 * MIB) as proxy:
-        sender = Sender(proxy.url, tmp_path, str(payload), "--transport", "relay")
-        try:
-            got = receive(proxy.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
-            code, _sent, _err = sender.finish(60)
-        finally:
-            sender.kill()
+        got, code, _sent, _err = exchange(
+            proxy.url, tmp_path, payload, "--dir", str(tmp_path / "in"), transport="relay"
+        )
         assert proxy.flipped == 1
     assert got.returncode != 0
     assert "altered in transit" in got.stderr
@@ -197,12 +208,8 @@ def test_directories_and_conflicts(plane: ControlPlane, tmp_path: Path) -> None:
     (tree / "run.sh").write_text("#!/bin/sh\n")
     (tree / "run.sh").chmod(0o755)
     into = tmp_path / "in"
-    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
-    try:
-        got = receive(plane.url, tmp_path, sender.code, "--dir", str(into))
-        assert sender.finish(60)[0] == 0
-    finally:
-        sender.kill()
+    got, code, _sent, _err = exchange(plane.url, tmp_path, tree, "--dir", str(into))
+    assert code == 0
     assert got.returncode == 0, got.stderr
     for rel in ("a.txt", "sub/b.bin", "sub/deeper/c.txt", "run.sh"):
         assert sha256(into / "tree" / rel) == sha256(tree / rel), rel
@@ -210,24 +217,17 @@ def test_directories_and_conflicts(plane: ControlPlane, tmp_path: Path) -> None:
     assert (into / "tree" / "run.sh").stat().st_mode & 0o777 == 0o755
 
     (tree / "a.txt").write_text("changed")
-    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
-    try:
-        refused = receive(plane.url, tmp_path, sender.code, "--dir", str(into))
-        code, _sent, err = sender.finish(60)
-    finally:
-        sender.kill()
+    refused, code, _sent, err = exchange(plane.url, tmp_path, tree, "--dir", str(into))
     assert refused.returncode == 1
     assert "a.txt exists and differs" in refused.stderr
     assert "--overwrite" in refused.stderr
     assert code == 1 and "a.txt exists and differs" in err
     assert (into / "tree" / "a.txt").read_text() == "alpha"
 
-    sender = Sender(plane.url, tmp_path, str(tree), "--transport", "direct")
-    try:
-        replaced = receive(plane.url, tmp_path, sender.code, "--dir", str(into), "--overwrite")
-        assert sender.finish(60)[0] == 0
-    finally:
-        sender.kill()
+    replaced, code, _sent, _err = exchange(
+        plane.url, tmp_path, tree, "--dir", str(into), "--overwrite"
+    )
+    assert code == 0
     assert replaced.returncode == 0, replaced.stderr
     summary = json.loads(replaced.stdout.splitlines()[-1])
     assert (into / "tree" / "a.txt").read_text() == "changed"
@@ -245,12 +245,7 @@ def test_what_cannot_fit_is_refused_before_a_byte_is_written(
     small.mkdir()
     with small_disk([], str(small), 4 * MIB):
         (small / "filler").write_bytes(bytes(2 * MIB))
-        sender = Sender(plane.url, tmp_path, str(source), "--transport", "direct")
-        try:
-            refused = receive(plane.url, tmp_path, sender.code, "--dir", str(small))
-            code, _sent, err = sender.finish(60)
-        finally:
-            sender.kill()
+        refused, code, _sent, err = exchange(plane.url, tmp_path, source, "--dir", str(small))
         reason = (
             f"not enough space here: the files need 3.1 MB more, 2.1 MB is free in {small}; "
             "nothing was received"
