@@ -2,10 +2,11 @@
 
 One side is ``POD:PATH``: a relative PATH, or one starting ``~/``, is under the pod's home
 (/workspace); a file copied to a PATH ending in ``/`` (either side) goes into that directory,
-which must be there. The way in is the one ``openpod ssh`` takes: the gateway's fast path where the gateway has one, else the
-gateway's SSH port (``-J``), else straight to the pod (``--direct``); the pod's host key is
-pinned from the API and AES-GCM is asked for. No prompts; ``--json`` prints a summary; any
-failure exits non-zero, and running the same command again resumes.
+which must be there. The way in is the one ``openpod ssh`` takes: the gateway's fast path
+where the gateway has one, else the gateway's SSH port (``-J``), else straight to the pod
+(``--direct``); the pod's host key is pinned from the API and AES-GCM is asked for. No
+prompts; ``--json`` prints a summary; any failure exits non-zero, and running the same
+command again resumes.
 """
 
 from __future__ import annotations

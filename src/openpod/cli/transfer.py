@@ -213,19 +213,10 @@ def _too_big(need: int, room: tuple[int, str], where: str) -> TransferError:
     )
 
 
-async def _fits_in_pod(sftp: asyncssh.SFTPClient, need: int, top: str) -> None:
-    """TransferError (before a byte is written) if `need` more bytes do not fit on the pod's
-    filesystem at `top`; nothing is said where the server cannot tell."""
-    if need <= 0:
-        return
-    room = await _room_in_pod(sftp, top)
-    if room is not None and need > room[0]:
-        raise _too_big(need, room, "in the pod")
-
-
 async def _fits_here(files: list[tuple[int, Path]], top: Path) -> None:
-    """The same for files (size, where) coming down: each needs its size less what is there
-    already (resumed: kept; sent again: truncated first)."""
+    """TransferError, before a byte is written, if files (size, where here) coming down do
+    not fit at `top`: each needs its size less what is there already (resumed: kept; sent
+    again: truncated first)."""
 
     def need() -> int:
         return sum(
@@ -240,11 +231,11 @@ async def _fits_here(files: list[tuple[int, Path]], top: Path) -> None:
         raise _too_big(wanted, room, "here")
 
 
-async def _room_for_uploads(
-    sftp: asyncssh.SFTPClient, files: list[tuple[int, str]], top: str
-) -> None:
-    """_fits_in_pod for the files (size, where) of a directory: each needs its size less what
-    is there already. What is there is looked at only when the sizes alone do not fit."""
+async def _fits_in_pod(sftp: asyncssh.SFTPClient, files: list[tuple[int, str]], top: str) -> None:
+    """TransferError, before a byte is written, if files (size, where in the pod) do not fit
+    on the pod's filesystem at `top`: each needs its size less what is there already (as
+    _fits_here). What is there is looked at only when the sizes alone do not fit; nothing is
+    said where the server cannot tell."""
     room = await _room_in_pod(sftp, top)
     if room is None or sum(size for size, _ in files) <= room[0]:
         return
@@ -386,7 +377,7 @@ async def upload_file(
         raise TransferError(f"{local}: is gone (it was there when the copy began)")
     there = await _stat_size(sftp, remote)
     if not room_checked:
-        await _fits_in_pod(sftp, total - (there or 0), posixpath.dirname(remote))
+        await _fits_in_pod(sftp, [(total, remote)], posixpath.dirname(remote))
     start = await _resume_point(conn, remote, local, there, total, remote, report)
     digest: str | None = None
     if not (start == total and there == total):
@@ -533,7 +524,17 @@ async def _every_file(
     await _bounded(
         (
             functools.partial(
-                one, conn, sftp, source, target, report, progress, verify, mover, blocks, True
+                one,
+                conn,
+                sftp,
+                source,
+                target,
+                report,
+                progress,
+                verify,
+                mover,
+                blocks,
+                room_checked=True,
             )
             for source, target in pairs
         ),
@@ -566,9 +567,7 @@ async def upload(
                     (Path(root) / name, posixpath.join(folders[-1], name)) for name in sorted(files)
                 ]
             sizes = await asyncio.to_thread(lambda: [_readable_size(source) for source, _ in pairs])
-            await _room_for_uploads(
-                sftp, list(zip(sizes, (to for _, to in pairs), strict=True)), remote
-            )
+            await _fits_in_pod(sftp, list(zip(sizes, (to for _, to in pairs), strict=True)), remote)
             for folder in folders:
                 await sftp.makedirs(folder, exist_ok=True)
             await _every_file(upload_file, conn, sftp, pairs, report, progress, verify, mover)
