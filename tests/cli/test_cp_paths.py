@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from openpod.cli.cp import parse
+from tests.cli.conftest import FakeApi
 
 
 @pytest.mark.parametrize(
@@ -34,3 +39,20 @@ def test_exactly_one_side_is_a_pod() -> None:
     for src, dst in (("a", "b"), ("pod1:a", "pod2:b")):
         with pytest.raises(ValueError, match="one of SRC and DST must be POD:PATH"):
             parse(src, dst)
+
+
+def test_a_source_named_as_a_directory_must_be_one(
+    fake_api: FakeApi, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """`cp f.txt/ POD:` is refused as scp refuses it (a Path would drop the slash and copy
+    the file), before the API is asked anything; a real directory with a slash is let through."""
+    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    for given, why in (("f.txt/", "not a directory"), ("gone/", "no such directory")):
+        result = cli("cp", f"{tmp_path}/{given}", "k3x9q2m7v1c4:")
+        assert result.exit_code == 1
+        assert result.stderr == f"error: copy failed: {tmp_path}/{given}: {why}\n"
+    assert fake_api.requests == []
+    fake_api.error("GET", "/pods/k3x9q2m7v1c4", 404, "no such pod 'k3x9q2m7v1c4'")
+    result = cli("cp", f"{tmp_path}/d/", "k3x9q2m7v1c4:")
+    assert (result.exit_code, result.stderr) == (3, "error: no such pod 'k3x9q2m7v1c4'\n")

@@ -211,6 +211,14 @@ def test_failures_exit_non_zero_with_the_reason(
     missing = cp(access, f"{pod['id']}:no-such-file", str(tmp_path / "x"))
     assert missing.returncode == 1
     assert "no such file in the pod: no-such-file" in missing.stderr
+    # A source in the pod named as a directory (`v.bin/`) must be one, as scp has it.
+    for given, why in (("v.bin/", "not a directory"), ("no-such-dir/", "no such directory")):
+        named = cp(access, f"{pod['id']}:{given}", str(tmp_path / "y"))
+        assert (named.returncode, named.stderr) == (
+            1,
+            f"error: copy failed: {given}: {why} in the pod\n",
+        )
+    assert not (tmp_path / "y").exists()
     both_local = cp(access, str(tmp_path / "a"), str(tmp_path / "b"))
     assert both_local.returncode == 2
     assert "one of SRC and DST must be POD:PATH" in both_local.stderr

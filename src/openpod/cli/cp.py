@@ -1,12 +1,12 @@
 """``openpod cp SRC DST``: files and directories to or from a pod over SFTP (cli/transfer.py).
 
 One side is ``POD:PATH``: a relative PATH, or one starting ``~/``, is under the pod's home
-(/workspace); a file copied to a PATH ending in ``/`` (either side) goes into that directory,
-which must be there. The way in is the one ``openpod ssh`` takes: the gateway's fast path
-where the gateway has one, else the gateway's SSH port (``-J``), else straight to the pod
-(``--direct``); the pod's host key is pinned from the API and AES-GCM is asked for. No
-prompts; ``--json`` prints a summary; any failure exits non-zero, and running the same
-command again resumes.
+(/workspace); a file copied to a PATH ending in ``/`` (either side) goes into that
+directory, which must be there, and a SRC ending in ``/`` must be a directory. The way in is
+the one ``openpod ssh`` takes: the gateway's fast path where the gateway has one, else the
+gateway's SSH port (``-J``), else straight to the pod (``--direct``); the pod's host key is
+pinned from the API and AES-GCM is asked for. No prompts; ``--json`` prints a summary; any
+failure exits non-zero, and running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ def cp(
         pod_id, remote, local, up = parse(src, dst)
     except ValueError as error:
         raise fail(str(error), 2) from None
+    if up and local.endswith(("/", os.sep)) and not os.path.isdir(local):
+        # A source named as a directory (`f.txt/`) that is not one: Path would drop the slash
+        # and copy the file; scp and cp refuse it. Checked before anything is asked of the API.
+        what = (
+            "not a directory"
+            if os.path.lexists(local.rstrip("/" + os.sep))
+            else "no such directory"
+        )
+        raise fail(f"copy failed: {local}: {what}")
     with make_client() as client:
         pod = client.get_pod(pod_id)
     target = SshTarget.from_pod(pod)

@@ -613,6 +613,11 @@ async def download(
                 folder.mkdir(parents=True, exist_ok=True)
             await _every_file(download_file, conn, sftp, pairs, report, progress, verify, mover)
         else:
+            if remote.endswith("/"):  # named as a directory (`POD:f.txt/`), and it is not one
+                there = await sftp.exists(remote.rstrip("/"))
+                raise TransferError(
+                    f"{remote}: {'not a directory' if there else 'no such directory'} in the pod"
+                )
             if await _local_kind(local) == "dir":
                 local = local / posixpath.basename(remote)
             elif into_dir:
