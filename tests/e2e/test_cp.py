@@ -499,3 +499,60 @@ def test_a_file_that_cannot_be_sent_stops_a_directory_before_anything_is_written
         what = "a symlink to nothing" if name == "dangling" else "not a regular file"
         assert done.stderr == f"error: copy failed: {tree}/sub/{name}: {what}\n"
         assert not (workspace(access, pod["id"]) / f"odd-{name}").exists()
+
+
+def hub_snapshot(top: Path) -> dict[str, str]:
+    """A Hugging Face cache under `top`: snapshots/abc holds only links into ../../blobs (one
+    of them a directory). What a copy of snapshots/abc must hold: path -> SHA-256."""
+    (top / "blobs").mkdir(parents=True)
+    weights = write_random(top / "blobs" / "b1", 3 * MIB)  # through OpenSSH's sftp
+    config = write_random(top / "blobs" / "b2", 1000)  # through asyncssh
+    snap = top / "snapshots" / "abc"
+    (snap / "sub").mkdir(parents=True)
+    (snap / "model.bin").symlink_to("../../blobs/b1")
+    (snap / "sub" / "config.json").symlink_to("../../../blobs/b2")
+    (snap / "more").symlink_to("../../blobs")
+    return {"model.bin": weights, "sub/config.json": config, "more/b1": weights, "more/b2": config}
+
+
+def tree_of(top: Path) -> dict[str, str]:
+    """Every file under `top` (none may be a link): path -> SHA-256."""
+    assert not [path for path in top.rglob("*") if path.is_symlink()]
+    return {p.relative_to(top).as_posix(): sha256(p) for p in top.rglob("*") if p.is_file()}
+
+
+def test_symlinks_are_followed_both_ways_as_scp_follows_them(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """A snapshot of links copies as its files under the links' names, up and down; a link
+    back to a directory it is in, or to nothing, stops the copy before anything is written."""
+    home = workspace(access, pod["id"])
+    snap = tmp_path / "here" / "snapshots" / "abc"
+    want = hub_snapshot(tmp_path / "here")
+    assert cp(access, str(snap), f"{pod['id']}:up-abc").returncode == 0
+    assert tree_of(home / "up-abc") == want
+    want = hub_snapshot(home / "hub")
+    assert cp(access, f"{pod['id']}:hub/snapshots/abc", str(tmp_path / "down")).returncode == 0
+    assert tree_of(tmp_path / "down") == want
+    (home / "hub" / "snapshots" / "abc" / "sub" / "up").symlink_to("..")
+    (snap / "sub" / "up").symlink_to("..")
+    looped = cp(access, f"{pod['id']}:hub/snapshots/abc", str(tmp_path / "looped"))
+    assert (looped.returncode, looped.stderr) == (
+        1,
+        "error: copy failed: hub/snapshots/abc/sub/up: a symlink loop in the pod "
+        "(it leads back to /workspace/hub/snapshots/abc)\n",
+    )
+    looped = cp(access, str(snap), f"{pod['id']}:looped")
+    assert (looped.returncode, looped.stderr) == (
+        1,
+        f"error: copy failed: {snap}/sub/up: a symlink loop (it leads back to {snap})\n",
+    )
+    (home / "hub" / "snapshots" / "abc" / "sub" / "up").unlink()
+    (home / "hub" / "snapshots" / "abc" / "gone").symlink_to("../nowhere")
+    dangling = cp(access, f"{pod['id']}:hub/snapshots/abc", str(tmp_path / "looped"))
+    assert (dangling.returncode, dangling.stderr) == (
+        1,
+        "error: copy failed: hub/snapshots/abc/gone: a symlink to nothing in the pod\n",
+    )
+    assert not (tmp_path / "looped").exists()
+    assert not (home / "looped").exists()

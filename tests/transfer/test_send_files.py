@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from openpod.adapters.transfer.channel import ChannelClosed
+from openpod.cli.local_tree import SymlinkLoop
 from openpod.cli.receive_files import WINDOW, Held, _room_needed, receive_files
 from openpod.cli.send_files import PART, collect, send_files
 from openpod.cli.send_peer import Link, TransferFailed
@@ -260,15 +261,42 @@ async def test_a_receivers_reason_beats_the_closed_channel(tmp_path: Path) -> No
     await stopping
 
 
-def test_symlinks_are_left_out_and_name_clashes_refused(tmp_path: Path) -> None:
+def test_symlinks_are_followed_and_name_clashes_refused(tmp_path: Path) -> None:
+    """As scp -r: a Hugging Face snapshot (links into ../../blobs) sends its files under the
+    links' names; a link to nothing and a FIFO in a directory are left out, named; given
+    themselves they are refused, as is a link back to a directory it is in."""
+    hub = tmp_path / "models--x"
+    (hub / "blobs").mkdir(parents=True)
+    (hub / "blobs" / "b1").write_bytes(b"weights")
+    (hub / "blobs" / "b2").write_bytes(b"{}")
+    snap = hub / "snapshots" / "abc"
+    (snap / "sub").mkdir(parents=True)
+    (snap / "model.bin").symlink_to("../../blobs/b1")
+    (snap / "sub" / "config.json").symlink_to("../../../blobs/b2")
+    (snap / "more").symlink_to("../../blobs")  # a directory, by a link
+    (snap / "gone").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(snap / "pipe")
+    manifest, locals_, left_out = collect([snap])
+    assert [(f.path, f.size) for f in manifest.files] == [
+        ("abc/model.bin", 7),
+        ("abc/more/b1", 7),
+        ("abc/more/b2", 2),
+        ("abc/sub/config.json", 2),
+    ]
+    assert list(manifest.dirs) == ["abc", "abc/more", "abc/sub"]
+    assert [p.read_bytes() for p in locals_] == [b"weights", b"weights", b"{}", b"{}"]
+    assert left_out == [str(snap / "gone"), str(snap / "pipe")]
+    # Given by itself, a link is sent under its own name; `.` is this directory's name.
+    manifest, _locals, _left = collect([snap / "model.bin"])
+    assert [(f.path, f.size) for f in manifest.files] == [("model.bin", 7)]
+    for path, why in ((snap / "gone", "a symlink to nothing"), (snap / "pipe", "not a regular")):
+        with pytest.raises(TransferFailed, match=f"^{path}: {why}"):
+            collect([path])
+    (snap / "sub" / "up").symlink_to("..")
+    with pytest.raises(SymlinkLoop, match=f"^{snap}/sub/up: a symlink loop .*{snap}\\)$"):
+        collect([snap])
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "real").write_text("x")
-    (tmp_path / "d" / "link").symlink_to(tmp_path / "d" / "real")
-    manifest, _locals, links = collect([tmp_path / "d"])
-    assert [f.path for f in manifest.files] == ["d/real"]
-    assert links == [str(tmp_path / "d" / "link")]
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e" / "d").mkdir()
+    (tmp_path / "e" / "d").mkdir(parents=True)
     with pytest.raises(TransferFailed, match="both named 'd'"):
         collect([tmp_path / "d", tmp_path / "e" / "d"])
     with pytest.raises(TransferFailed, match="no such file"):

@@ -105,11 +105,13 @@ def send(
     from openpod.cli.send_peer import TransferFailed
 
     try:
-        manifest, sources, links = collect(paths)
+        manifest, sources, left_out = collect(paths)
     except (TransferFailed, OSError) as error:
         raise fail(str(error), ExitCode.USAGE) from None
-    for link in links:
-        stderr_console().print(f"not sent (a symlink or special file): {link}", markup=False)
+    for path in left_out:
+        stderr_console().print(
+            f"not sent (a symlink to nothing, or not a regular file): {path}", markup=False
+        )
     api_url = cfg.load().api_url
     kinds = _transports(transport)
     host = "127.0.0.1" if loopback else listen

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openpod.adapters.transfer.channel import ChannelClosed
+from openpod.cli import local_tree
 from openpod.cli.send_peer import Link, TransferFailed
 from openpod.domain import transfer_protocol as proto
 
@@ -36,15 +37,18 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     sha256: dict[str, str] = field(default_factory=dict)
-    skipped_links: list[str] = field(default_factory=list)
 
 
 def collect(paths: Sequence[Path]) -> tuple[proto.Manifest, list[Path], list[str]]:
-    """The manifest for ``paths`` (files and directories), their local paths, symlinks left out."""
+    """The manifest for ``paths`` (files and directories), their local paths, and what is left
+    out of their directories: links to nothing and what is no regular file (FIFOs, sockets);
+    such a path given itself is refused. Symlinks are followed, as scp -r follows them, under
+    the link's own name; a link back to a directory it is in raises SymlinkLoop (an
+    OSError)."""
     entries: list[proto.FileEntry] = []
     locals_: list[Path] = []
     dirs: list[str] = []
-    links: list[str] = []
+    left_out: list[str] = []
     names: set[str] = set()
 
     def add_file(local: Path, name: str) -> None:
@@ -53,38 +57,37 @@ def collect(paths: Sequence[Path]) -> tuple[proto.Manifest, list[Path], list[str
         locals_.append(local)
 
     for path in paths:
-        if path.is_symlink():
-            links.append(str(path))
-            continue
-        name = path.resolve().name
-        if not name or name in names:
+        # The name it was given by (`.` is this directory's name), a link's own, not its target's.
+        name = Path(os.path.abspath(path)).name
+        if not name:
+            raise TransferFailed(f"{path}: the root itself cannot be sent; name what is in it")
+        if name in names:
             raise TransferFailed(f"two paths to send are both named {name!r}")
         names.add(name)
         if path.is_file():
             add_file(path, name)
         elif path.is_dir():
             dirs.append(name)
-            for root, subdirs, files in os.walk(path):
-                base = Path(root)
+            for base, subdirs, files in local_tree.walk(path):
                 rel = base.relative_to(path)
                 prefix = name if rel == Path(".") else f"{name}/{rel.as_posix()}"
-                for sub in sorted(subdirs):
-                    if (base / sub).is_symlink():
-                        links.append(str(base / sub))
-                    else:
-                        dirs.append(f"{prefix}/{sub}")
-                subdirs[:] = sorted(s for s in subdirs if not (base / s).is_symlink())
+                dirs += [f"{prefix}/{sub}" for sub in sorted(subdirs)]
+                subdirs.sort()
                 for file in sorted(files):
                     local = base / file
-                    if local.is_symlink() or not local.is_file():
-                        links.append(str(local))
-                    else:
+                    if local.is_file():
                         add_file(local, f"{prefix}/{file}")
+                    else:
+                        left_out.append(str(local))
+        elif path.is_symlink():
+            raise TransferFailed(f"{path}: a symlink to nothing")
+        elif path.exists():
+            raise TransferFailed(f"{path}: not a regular file or directory")
         else:
             raise TransferFailed(f"{path}: no such file or directory")
     manifest = proto.Manifest(tuple(entries), tuple(dirs))
     proto.parse_manifest(manifest.message())  # the same checks the receiver makes
-    return manifest, locals_, links
+    return manifest, locals_, left_out
 
 
 def _hash_prefix(path: Path, length: int) -> Any:

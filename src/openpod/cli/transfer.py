@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncssh
 
+from openpod.cli import local_tree
 from openpod.cli import transfer_openssh as bulk
 from openpod.cli.output import amount
 from openpod.cli.ssh import SshTarget, prepare_ssh
@@ -560,7 +561,7 @@ async def upload(
         if kind == "dir":
             pairs: list[tuple[Path, str]] = []  # every file, then where it goes
             folders: list[str] = []
-            for root, _dirs, files in await asyncio.to_thread(lambda: list(os.walk(local))):
+            for root, _dirs, files in await asyncio.to_thread(lambda: list(local_tree.walk(local))):
                 relative = Path(root).relative_to(local).as_posix()
                 folders.append(posixpath.normpath(posixpath.join(remote, relative)))
                 pairs += [
@@ -629,22 +630,39 @@ async def download(
 async def _walk(
     sftp: asyncssh.SFTPClient, top: str
 ) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
-    """os.walk in the pod: each directory, its directories, its files (name, size)."""
+    """os.walk in the pod: each directory, its directories, its files (name, size). Symlinks
+    are followed as scp -r follows them (a Hugging Face snapshot is all links into its
+    blobs), under the link's name; a link to nothing, or back to a directory it is in, stops
+    the copy before anything is written. Other special files (FIFOs, sockets) are left out."""
     found = []
-    stack = [top]
+    # Each directory to visit, with the real paths of it and the directories above it.
+    stack: list[tuple[str, tuple[str, ...]]] = [(top, (await sftp.realpath(top),))]
     while stack:
-        root = stack.pop()
+        root, chain = stack.pop()
         dirs: list[str] = []
         files: list[tuple[str, int]] = []
         for entry in await sftp.readdir(root):
             name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
             if name in (".", ".."):
                 continue
-            if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+            path, attrs, real = posixpath.join(root, name), entry.attrs, None
+            if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
+                try:
+                    attrs = await sftp.stat(path)
+                except asyncssh.SFTPNoSuchFile:
+                    raise TransferError(f"{path}: a symlink to nothing in the pod") from None
+                if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                    real = await sftp.realpath(path)
+                    where = local_tree.leads_back(real, chain)
+                    if where is not None:
+                        raise TransferError(
+                            f"{path}: a symlink loop in the pod (it leads back to {where})"
+                        )
+            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 dirs.append(name)
-                stack.append(posixpath.join(root, name))
-            elif entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
-                files.append((name, entry.attrs.size or 0))
+                stack.append((path, (*chain, real or posixpath.join(chain[-1], name))))
+            elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+                files.append((name, attrs.size or 0))
         found.append((root, dirs, files))
     return found
 
