@@ -485,7 +485,7 @@ def test_a_file_that_cannot_be_sent_stops_a_directory_before_anything_is_written
     access: Access, pod: dict[str, Any], tmp_path: Path
 ) -> None:
     """A symlink to nothing, or a FIFO (reading it would wait for a writer forever), in a
-    directory: the copy names it and writes nothing."""
+    directory: the copy names it and writes nothing; a FIFO in the pod likewise."""
     for name, make in (
         ("dangling", lambda path: path.symlink_to(tmp_path / "nowhere")),
         ("fifo", lambda path: os.mkfifo(path)),
@@ -499,6 +499,17 @@ def test_a_file_that_cannot_be_sent_stops_a_directory_before_anything_is_written
         what = "a symlink to nothing" if name == "dangling" else "not a regular file"
         assert done.stderr == f"error: copy failed: {tree}/sub/{name}: {what}\n"
         assert not (workspace(access, pod["id"]) / f"odd-{name}").exists()
+    # The same the other way: a FIFO in the pod.
+    tree = workspace(access, pod["id"]) / "odd-down"
+    (tree / "sub").mkdir(parents=True)
+    write_random(tree / "a.bin", 1000)
+    os.mkfifo(tree / "sub" / "fifo")
+    done = cp(access, f"{pod['id']}:odd-down", str(tmp_path / "odd-down"))
+    assert (done.returncode, done.stderr) == (
+        1,
+        "error: copy failed: odd-down/sub/fifo: not a regular file in the pod\n",
+    )
+    assert not (tmp_path / "odd-down").exists()
 
 
 def hub_snapshot(top: Path) -> dict[str, str]:

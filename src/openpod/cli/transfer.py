@@ -632,8 +632,8 @@ async def _walk(
 ) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
     """os.walk in the pod: each directory, its directories, its files (name, size). Symlinks
     are followed as scp -r follows them (a Hugging Face snapshot is all links into its
-    blobs), under the link's name; a link to nothing, or back to a directory it is in, stops
-    the copy before anything is written. Other special files (FIFOs, sockets) are left out."""
+    blobs), under the link's name; a link to nothing, or back to a directory it is in, or a
+    FIFO or socket, stops the copy before anything is written."""
     found = []
     # Each directory to visit, with the real paths of it and the directories above it.
     stack: list[tuple[str, tuple[str, ...]]] = [(top, (await sftp.realpath(top),))]
@@ -663,6 +663,8 @@ async def _walk(
                 stack.append((path, (*chain, real or posixpath.join(chain[-1], name))))
             elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
                 files.append((name, attrs.size or 0))
+            else:  # as an upload has it: a directory copied whole or not at all
+                raise TransferError(f"{path}: not a regular file in the pod")
         found.append((root, dirs, files))
     return found
 
