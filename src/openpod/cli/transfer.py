@@ -639,34 +639,47 @@ async def _walk(
     stack: list[tuple[str, tuple[str, ...]]] = [(top, (await sftp.realpath(top),))]
     while stack:
         root, chain = stack.pop()
-        dirs: list[str] = []
-        files: list[tuple[str, int]] = []
+        entries: dict[str, asyncssh.SFTPAttrs] = {}
         for entry in await sftp.readdir(root):
             name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-            if name in (".", ".."):
-                continue
-            path, attrs, real = posixpath.join(root, name), entry.attrs, None
-            if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
-                try:
-                    attrs = await sftp.stat(path)
-                except asyncssh.SFTPNoSuchFile:
-                    raise TransferError(f"{path}: a symlink to nothing in the pod") from None
-                if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+            if name not in (".", ".."):
+                entries[name] = entry.attrs
+        # What the links in it point to, asked all at once (one round trip, not one a link).
+        links = [n for n, attrs in entries.items() if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK]
+        targets = await asyncio.gather(
+            *(_followed(sftp, posixpath.join(root, name)) for name in links)
+        )
+        entries.update(zip(links, targets, strict=True))
+        linked = set(links)
+        dirs: list[str] = []
+        files: list[tuple[str, int]] = []
+        for name, attrs in sorted(entries.items()):
+            path = posixpath.join(root, name)
+            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                real = posixpath.join(chain[-1], name)
+                if name in linked:
                     real = await sftp.realpath(path)
                     where = local_tree.leads_back(real, chain)
                     if where is not None:
                         raise TransferError(
                             f"{path}: a symlink loop in the pod (it leads back to {where})"
                         )
-            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 dirs.append(name)
-                stack.append((path, (*chain, real or posixpath.join(chain[-1], name))))
+                stack.append((path, (*chain, real)))
             elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
                 files.append((name, attrs.size or 0))
             else:  # as an upload has it: a directory copied whole or not at all
                 raise TransferError(f"{path}: not a regular file in the pod")
         found.append((root, dirs, files))
     return found
+
+
+async def _followed(sftp: asyncssh.SFTPClient, link: str) -> asyncssh.SFTPAttrs:
+    """What the symlink `link` in the pod points to."""
+    try:
+        return await sftp.stat(link)
+    except asyncssh.SFTPNoSuchFile:
+        raise TransferError(f"{link}: a symlink to nothing in the pod") from None
 
 
 # ---- the connection (the way `openpod ssh` takes) --------------------------------------
