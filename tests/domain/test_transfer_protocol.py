@@ -54,6 +54,14 @@ def test_manifest_checks() -> None:
         manifest({"path": "a", "size": True})
     with pytest.raises(proto.ProtocolError, match="as a file and a directory"):
         manifest({"path": "a", "size": 1}, dirs=["a"])
+    for other in ({"path": "a/b/c", "size": 1}, {"path": "a/b", "size": 1}):
+        with pytest.raises(proto.ProtocolError, match=r"lists 'a' as a file and as the folder of"):
+            manifest({"path": "a", "size": 1}, other)
+    with pytest.raises(
+        proto.ProtocolError, match=r"lists 'x/y' as a file and as the folder of 'x/y/z'"
+    ):
+        manifest({"path": "x/y", "size": 1}, dirs=["x", "x/y/z"])
+    assert len(manifest({"path": "ab", "size": 1}, {"path": "a/b", "size": 1}).files) == 2
     with pytest.raises(proto.ProtocolError, match="expected 'manifest'"):
         proto.parse_manifest({"t": "plan"})
 

@@ -131,6 +131,16 @@ def parse_manifest(message: dict[str, Any]) -> Manifest:
     clash = seen.intersection(folders)
     if clash:
         raise ProtocolError(f"the manifest lists {sorted(clash)[0]!r} as a file and a directory")
+    # A file may not be the folder of another path either (`a` and `a/b`): a receiver would
+    # make the folder and only find out at the end, with the file `a` written and nowhere to go.
+    for path in (*seen, *folders):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            above = "/".join(parts[:depth])
+            if above in seen:
+                raise ProtocolError(
+                    f"the manifest lists {above!r} as a file and as the folder of {path!r}"
+                )
     return Manifest(tuple(entries), folders, credit=message.get("credit") == 1)
 
 

@@ -193,7 +193,9 @@ async function sendOne(channel, file, offset, hash, counted, credit) {
   await channel.flush();
 }
 
-function checkManifest(manifest) {
+/** The manifest's files and dirs, or a TransferError naming what is wrong with it: as the CLI's
+ * receiver checks (domain/transfer_protocol.py parse_manifest). */
+export function checkManifest(manifest) {
   const files = manifest.files;
   const dirs = manifest.dirs || [];
   if (!Array.isArray(files) || !Array.isArray(dirs)) throw new TransferError("protocol", "The manifest is malformed.");
@@ -208,6 +210,16 @@ function checkManifest(manifest) {
   for (const dir of dirs) {
     const why = unsafePath(dir);
     if (why) throw new TransferError("unsafe-path", `Unsafe path in manifest (${why}): ${String(dir).slice(0, 200)}`);
+    if (seen.has(dir)) throw new TransferError("protocol", `The manifest lists ${dir} as a file and a directory.`);
+  }
+  // A file may not be the folder of another path (`a` and `a/b`): it would be found out only
+  // when the file `a` had been written and had nowhere to go.
+  for (const path of [...seen, ...dirs]) {
+    const parts = path.split("/");
+    for (let depth = 1; depth < parts.length; depth++) {
+      const above = parts.slice(0, depth).join("/");
+      if (seen.has(above)) throw new TransferError("protocol", `The manifest lists ${above} as a file and as the folder of ${path}.`);
+    }
   }
   return { files, dirs };
 }
