@@ -256,6 +256,32 @@ def test_what_cannot_fit_is_refused_before_a_byte_is_written(
         assert sorted(path.name for path in small.iterdir()) == ["filler"]
 
 
+def test_a_dir_that_is_no_directory_is_refused_before_the_code_is_used(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    """`--dir` naming a file (or a link to nothing) stops `receive` before it connects: the
+    code keeps its one try, and the same code then works with a proper directory."""
+    source = tmp_path / "one.bin"
+    digest = write_random(source, MIB)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    sender = Sender(plane.url, tmp_path, str(source), "--transport", "direct")
+    try:
+        for given, why in (("a-file", "not a directory"), ("dangling", "a symlink to nothing")):
+            refused = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / given))
+            assert (refused.returncode, refused.stderr) == (
+                2,
+                f"error: --dir {tmp_path / given}: {why}\n",
+            )
+        got = receive(plane.url, tmp_path, sender.code, "--dir", str(tmp_path / "in"))
+        assert got.returncode == 0, got.stderr
+        assert sender.finish(60)[0] == 0
+    finally:
+        sender.kill()
+    assert sha256(tmp_path / "in" / "one.bin") == digest
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
 def test_no_secret_words_reached_the_server_log(plane: ControlPlane) -> None:
     """Runs last in this module: every code used above, none of their secrets in the log."""
     log = plane.log.read_text()

@@ -174,7 +174,18 @@ async def test_what_cannot_fit_is_refused_before_a_byte_is_written(
         match=r"not enough space here: the files need 5,010 bytes more, 4,999 bytes is free in .*; nothing was received",
     ):
         await run([tmp_path / "f.bin", tmp_path / "tree"], into)
-    assert list(into.iterdir()) == []  # no directory, no part
+    assert not into.exists()  # not even the directory asked for: no folder, no part
+
+
+async def test_a_target_that_is_a_file_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "f.bin").write_bytes(b"x")
+    into = tmp_path / "in"
+    into.write_bytes(b"a file")
+    with pytest.raises(TransferFailed, match=f"^{into} exists and is not a directory$"):
+        await run([tmp_path / "f.bin"], into)
+    assert into.read_bytes() == b"a file"
 
 
 async def receiver_against(records: list[dict[str, Any] | bytes], into: Path) -> Exception:

@@ -87,7 +87,8 @@ async def receive_files(link: Link, target: Path, overwrite: bool, progress: Pro
 
 def _take_stock(target: Path, manifest: proto.Manifest) -> list[Held]:
     """What is already on disk for each file (hashing it); nothing is written."""
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise TransferFailed(f"{target} exists and is not a directory")
     for folder in manifest.dirs:
         path = _under(target, folder)
         if path.exists() and not path.is_dir():
@@ -117,12 +118,14 @@ def _apply_plan(
             raise TransferFailed(
                 f"{h.final} exists and differs from the file sent (use --overwrite to replace it)"
             )
-    need, free = _room_needed(manifest, held, plan), shutil.disk_usage(target).free
+    there = next(path for path in (target, *target.absolute().parents) if path.exists())
+    need, free = _room_needed(manifest, held, plan), shutil.disk_usage(there).free
     if need > free:
         raise TransferFailed(
             f"not enough space here: the files need {amount(need)} more, {amount(free)} is "
-            f"free in {target}; nothing was received"
+            f"free in {there}; nothing was received"
         )
+    target.mkdir(parents=True, exist_ok=True)
     for folder in manifest.dirs:
         _under(target, folder).mkdir(parents=True, exist_ok=True)
     report = Report(files=len(manifest.files), bytes_total=manifest.total)

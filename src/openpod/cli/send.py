@@ -152,6 +152,11 @@ def receive(
         parsed = parse_code(code)
     except CodeError as error:
         raise fail(f"bad code: {error}", ExitCode.USAGE) from None
+    # Before the code is used: the key exchange gives a code one try.
+    if into.is_symlink() and not into.exists():
+        raise fail(f"--dir {into}: a symlink to nothing", ExitCode.USAGE)
+    if into.exists() and not into.is_dir():
+        raise fail(f"--dir {into}: not a directory", ExitCode.USAGE)
     api_url = cfg.load().api_url
     kinds = _transports(transport)
     options = Options(
