@@ -567,3 +567,46 @@ def test_symlinks_are_followed_both_ways_as_scp_follows_them(
     )
     assert not (tmp_path / "looped").exists()
     assert not (home / "looped").exists()
+
+
+def test_a_file_where_a_directory_goes_stops_the_copy_before_anything_is_written(
+    access: Access, pod: dict[str, Any], tmp_path: Path
+) -> None:
+    """A directory copied where a file of its name, or of one of its folders' names, is:
+    named, both ways, and no folder made."""
+    home = workspace(access, pod["id"])
+    tree = tmp_path / "tree"
+    for sub in ("a", "sub"):  # a/ would be made before sub/ failed, were it walked first
+        (tree / sub).mkdir(parents=True)
+        write_random(tree / sub / "f.bin", 1000)
+    (home / "clash-top").mkdir()
+    (home / "clash-top" / "tree").write_text("a file")
+    (home / "clash-sub" / "tree").mkdir(parents=True)
+    (home / "clash-sub" / "tree" / "sub").write_text("a file")
+    for where, what in (("clash-top", "tree"), ("clash-sub", "tree/sub")):
+        done = cp(access, str(tree), f"{pod['id']}:{where}/tree")
+        assert (done.returncode, done.stderr) == (
+            1,
+            f"error: copy failed: {where}/{what}: is a file in the pod, not a directory\n",
+        )
+    assert sorted(p.name for p in (home / "clash-sub" / "tree").iterdir()) == ["sub"]
+    down = tmp_path / "down"
+    down.mkdir()
+    (down / "tree").write_text("a file")
+    done = cp(access, f"{pod['id']}:clash-sub/tree", str(down / "tree" / "deeper"))
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: copy failed: {down / 'tree'}: is a file here, not a directory\n",
+    )
+    (home / "clash-sub" / "tree" / "sub").unlink()
+    (home / "clash-sub" / "tree" / "a").mkdir()
+    (home / "clash-sub" / "tree" / "sub").mkdir()
+    (down / "tree").unlink()
+    (down / "tree").mkdir()
+    (down / "tree" / "sub").write_text("a file")
+    done = cp(access, f"{pod['id']}:clash-sub/tree", str(down / "tree"))
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: copy failed: {down / 'tree' / 'sub'}: is a file here, not a directory\n",
+    )
+    assert sorted(p.name for p in (down / "tree").iterdir()) == ["sub"]

@@ -569,6 +569,7 @@ async def upload(
                 ]
             sizes = await asyncio.to_thread(lambda: [_readable_size(source) for source, _ in pairs])
             await _fits_in_pod(sftp, list(zip(sizes, (to for _, to in pairs), strict=True)), remote)
+            await _no_file_in_the_way(sftp, folders)
             for folder in folders:
                 await sftp.makedirs(folder, exist_ok=True)
             await _every_file(upload_file, conn, sftp, pairs, report, progress, verify, mover)
@@ -610,6 +611,7 @@ async def download(
                     pairs.append((posixpath.join(root, name), folders[-1] / name))
                     sizes.append(size)
             await _fits_here(list(zip(sizes, (to for _, to in pairs), strict=True)), local)
+            await asyncio.to_thread(_no_file_in_the_way_here, folders)
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
             await _every_file(download_file, conn, sftp, pairs, report, progress, verify, mover)
@@ -625,6 +627,32 @@ async def download(
                 raise TransferError(f"{local}/: no such directory here")
             await download_file(conn, sftp, remote, local, report, progress, verify, mover)
     return report.in_order()
+
+
+async def _no_file_in_the_way(sftp: asyncssh.SFTPClient, folders: list[str]) -> None:
+    """Each folder a directory copy makes in the pod is a directory there or not there yet
+    (asked all at once), so none of them is made when one cannot be."""
+
+    async def is_file(folder: str) -> bool:
+        try:
+            attrs = await sftp.stat(folder)
+        except asyncssh.SFTPError:  # not there, or a file above it (found in its turn)
+            return False
+        return attrs.type != asyncssh.FILEXFER_TYPE_DIRECTORY
+
+    found = await asyncio.gather(*map(is_file, folders))
+    for folder, in_the_way in zip(folders, found, strict=True):
+        if in_the_way:
+            raise TransferError(f"{folder}: is a file in the pod, not a directory")
+
+
+def _no_file_in_the_way_here(folders: list[Path]) -> None:
+    """As _no_file_in_the_way, here: the folder, or the nearest part of its path that is
+    there, must be a directory."""
+    for folder in folders:
+        there = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+        if there is not None and not there.is_dir():
+            raise TransferError(f"{there}: is a file here, not a directory")
 
 
 async def _walk(
