@@ -133,7 +133,7 @@ def parse_manifest(message: dict[str, Any]) -> Manifest:
         raise ProtocolError(f"the manifest lists {sorted(clash)[0]!r} as a file and a directory")
     # A file may not be the folder of another path either (`a` and `a/b`): a receiver would
     # make the folder and only find out at the end, with the file `a` written and nowhere to go.
-    for path in (*seen, *folders):
+    for path in (*(entry.path for entry in entries), *folders):  # in order: one answer
         parts = path.split("/")
         for depth in range(1, len(parts)):
             above = "/".join(parts[:depth])
