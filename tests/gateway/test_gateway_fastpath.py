@@ -103,6 +103,10 @@ def test_scp_up_and_down(world: World, tmp_path: Path, splice: bool) -> None:
         done = world.ssh(world.keys.alice, "root@fastpod1:up.bin", str(down), tool="scp", port=port)
         assert done.returncode == 0, done.stderr
         assert hashlib.sha256(down.read_bytes()).hexdigest() == digest
+        # Both sessions over, both ways: the gateway holds nothing of them (an asyncio pair
+        # whose two ends had both sent EOF stayed open, counted against max_connections).
+        path = thread.gateway
+        wait_until(lambda: not path.clients and not path.spliced, 10, "relays still open")
     finally:
         thread.stop()
 

@@ -39,6 +39,7 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.early: list[bytes] = []  # read before the pair was joined (the pod's banner)
+        self.ended = False  # its EOF came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -58,10 +59,14 @@ class _Side(asyncio.Protocol):
             self.early.append(data)
 
     def eof_received(self) -> bool:
+        self.ended = True
         peer = self.peer.transport if self.peer is not None else None
         if peer is not None and peer.can_write_eof():
             peer.write_eof()
-            return True  # half-closed: the other direction goes on
+            # Half-closed: the other direction goes on, until it has ended too; then this
+            # transport closes and connection_lost closes the peer's (else both stayed open,
+            # and the client counted against the connection limit, for ever).
+            return not (self.peer is not None and self.peer.ended)
         return False
 
     def pause_writing(self) -> None:
