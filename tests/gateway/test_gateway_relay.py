@@ -9,6 +9,8 @@ sets, bounded by a timeout only so a failure cannot hang the suite.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -172,4 +174,21 @@ async def test_the_relay_ends_when_the_client_ends_first_and_the_pod_after() -> 
         writer.close()
         await within(done.wait)
         assert bytes(channel.data) == b"bye" and channel.eof.is_set()
+        assert channel.closed and ended == [relay]
+
+
+async def test_a_pod_reset_before_the_channel_opens_closes_the_channel_as_it_opens() -> None:
+    """The pod's connection is reset while the channel is still being opened: the relay ends
+    (its slot is freed) and the channel is closed as soon as it opens, not left open with
+    nothing behind it."""
+    async with pod_connection() as (pod, side):
+        relay, ended, done = relay_of(side)
+        _reader, writer = await pod.accepted
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset, not an orderly close
+        await within(done.wait)
+        assert ended == [relay]
+        channel = FakeChannel()
+        relay.connection_made(channel)  # type: ignore[arg-type]
         assert channel.closed and ended == [relay]
