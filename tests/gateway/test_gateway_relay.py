@@ -112,6 +112,13 @@ def relay_of(side: PodSide) -> tuple[PodRelay, list[PodRelay], asyncio.Event]:
     return PodRelay(side, on_close), ended, done
 
 
+def open_channel(relay: PodRelay) -> FakeChannel:
+    """What asyncssh does once the client's channel is open: hands it to the relay."""
+    channel = FakeChannel()
+    relay.connection_made(channel)  # type: ignore[arg-type]
+    return channel
+
+
 async def within(waiting: Callable[[], Any]) -> None:
     await asyncio.wait_for(waiting(), 10)
 
@@ -124,8 +131,7 @@ async def test_the_pods_banner_before_the_relay_reaches_the_client() -> None:
         writer.write(BANNER)
         await within(side.arrived.wait)
         relay, _ended, _done = relay_of(side)
-        channel = FakeChannel()
-        relay.connection_made(channel)  # type: ignore[arg-type]
+        channel = open_channel(relay)
         assert bytes(channel.data) == BANNER
         relay.close()
 
@@ -138,8 +144,7 @@ async def test_what_the_pod_sends_before_the_channel_opens_reaches_it() -> None:
         writer.write(BANNER)
         writer.write_eof()
         await within(side.arrived.wait)
-        channel = FakeChannel()
-        relay.connection_made(channel)  # type: ignore[arg-type]
+        channel = open_channel(relay)
         await within(channel.eof.wait)
         assert bytes(channel.data) == BANNER
 
@@ -149,8 +154,7 @@ async def test_the_relay_ends_when_the_pod_ends_first_and_the_client_after() -> 
     client's EOF comes. Both ways have ended, so the relay closes the channel itself."""
     async with pod_connection() as (pod, side):
         relay, ended, _done = relay_of(side)
-        channel = FakeChannel()
-        relay.connection_made(channel)  # type: ignore[arg-type]
+        channel = open_channel(relay)
         _reader, writer = await pod.accepted
         writer.write(b"output")
         writer.close()
@@ -164,8 +168,7 @@ async def test_the_relay_ends_when_the_pod_ends_first_and_the_client_after() -> 
 async def test_the_relay_ends_when_the_client_ends_first_and_the_pod_after() -> None:
     async with pod_connection() as (pod, side):
         relay, ended, done = relay_of(side)
-        channel = FakeChannel()
-        relay.connection_made(channel)  # type: ignore[arg-type]
+        channel = open_channel(relay)
         reader, writer = await pod.accepted
         relay.data_received(b"last words")
         assert relay.eof_received() is True  # the client's EOF: the pod may still answer
@@ -189,6 +192,5 @@ async def test_a_pod_reset_before_the_channel_opens_closes_the_channel_as_it_ope
         writer.transport.abort()  # a reset, not an orderly close
         await within(done.wait)
         assert ended == [relay]
-        channel = FakeChannel()
-        relay.connection_made(channel)  # type: ignore[arg-type]
+        channel = open_channel(relay)
         assert channel.closed and ended == [relay]
