@@ -6,10 +6,11 @@ and 9 times over the relay, interleaved (every other round in reverse order); th
 the one the receiving page measures from its first data to its last (the service-worker
 download included). For scale, each round also measures the same Chromium's bare data
 channel between two pages (PEER/SEND/RECEIVE below): 128 MiB with no encryption, hashing,
-reading or saving. Once, in one page: the page's own SHA-256 (sha256.js, incremental, fed the
-record size) against WebCrypto's one-shot digest of the same 128 MiB (HASH below). Chromium runs in a network namespace that has only loopback, as in the
-tests (tests/support/loopback_ns.py); the pages reach the control plane through its
-forwarder, so relay bytes cross that hop twice.
+reading or saving. Once, in one page: the page's own SHA-256 (sha256.js, incremental, fed
+the record size) against WebCrypto's one-shot digest of the same 128 MiB (HASH below).
+Chromium runs in a network namespace that has only loopback, as in the tests
+(tests/support/loopback_ns.py); the pages reach the control plane through its forwarder, so
+relay bytes cross that hop twice.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from openpod.cli.local_tree import SymlinkLoop, leads_back, walk
+from openpod.cli.local_tree import SymlinkLoop, leads_back, nearest_existing, walk
 
 
 def listing(top: Path) -> list[str]:
@@ -80,3 +80,12 @@ def test_leads_back_compares_whole_path_parts() -> None:
     assert leads_back("/", ("/a",)) == "/a"
     assert leads_back("/a/b", ("/a/bc",)) is None
     assert leads_back("/a/b/c", ("/a/b",)) is None
+
+
+def test_nearest_existing_is_the_path_or_the_directory_it_would_land_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    assert nearest_existing(Path("here")) == Path("here")  # as given
+    assert nearest_existing(Path("here/new/deeper")) == tmp_path / "here"

@@ -16,6 +16,17 @@ class SymlinkLoop(OSError):
     """A symlink to a directory that holds it: following it would never end."""
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` where it is there, else the nearest directory above it that is (from its
+    absolute form): where a copy to `path` lands, for its free space."""
+    if path.exists():
+        return path
+    here = path.absolute()
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    return here
+
+
 def leads_back(real: str, chain: tuple[str, ...]) -> str | None:
     """The directory of `chain` (real paths: one being walked and those above it) that a
     symlinked directory whose real path is `real` holds or is, or None: walking into such a

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from openpod.adapters.transfer.channel import ChannelClosed
+from openpod.cli import local_tree
 from openpod.cli.output import amount
 from openpod.cli.send_files import PART, READ, Progress, Report, tell_error
 from openpod.cli.send_peer import Link, TransferFailed
@@ -118,7 +119,7 @@ def _apply_plan(
             raise TransferFailed(
                 f"{h.final} exists and differs from the file sent (use --overwrite to replace it)"
             )
-    there = next(path for path in (target, *target.absolute().parents) if path.exists())
+    there = local_tree.nearest_existing(target)
     need, free = _room_needed(manifest, held, plan), shutil.disk_usage(there).free
     if need > free:
         raise TransferFailed(

@@ -198,9 +198,7 @@ async def _room_here(path: Path) -> tuple[int, str]:
     """What _room_in_pod says, for this machine's filesystem."""
 
     def look() -> tuple[int, str]:
-        here = path.absolute()
-        while not here.exists() and here.parent != here:
-            here = here.parent
+        here = local_tree.nearest_existing(path.absolute())
         return shutil.disk_usage(here).free, str(here)
 
     return await asyncio.to_thread(look)
