@@ -2,7 +2,9 @@
 
 Run by bench/transfer.py (or alone: `python -m bench.transfer_browser`). Two pages of one
 headless Chromium, a control plane of their own; a 128 MiB file is sent 9 times over WebRTC
-and 9 times over the relay, interleaved (every other round in reverse order); the rate is
+(records in the clear inside DTLS, as two pages of today agree), 9 times over WebRTC with
+every record sealed as well (both pages `?dtls=0`, as before "dtls": what that buys) and 9
+times over the relay, interleaved (every other round in reverse order); the rate is
 the one the receiving page measures from its first data to its last (the service-worker
 download included). For scale, each round also measures the same Chromium's bare data
 channel between two pages (PEER/SEND/RECEIVE below): 128 MiB with no encryption, hashing,
@@ -29,7 +31,7 @@ from tests.support.platform import ControlPlane
 
 SIZE = 128 << 20
 RUNS = 9
-WAYS = ("webrtc", "relay", "bare")
+WAYS = ("webrtc", "webrtc-sealed", "relay", "bare")
 # The reference: Chromium's bare data channel between two pages (two renderers, as the
 # transfer has), made as the page makes its own (pre-negotiated on stream 0), fed 256 KiB
 # messages (the page's record size) with the page's thresholds (12 MiB high, 6 MiB low); no
@@ -110,10 +112,13 @@ def measure() -> tuple[dict[str, list[float]], dict[str, float]]:
                     # Every other round in reverse (as the other benches): no way always
                     # follows the same one.
                     for way in WAYS if run % 2 == 0 else WAYS[::-1]:
+                        work = root / f"{way}-{run}"
                         if way == "bare":
                             rate = bare_channel(chromium, plane.url)
+                        elif way == "webrtc-sealed":
+                            rate = page_to_page(chromium, plane, work, "webrtc", "dtls=0")
                         else:
-                            rate = page_to_page(chromium, plane, root / f"{way}-{run}", way)
+                            rate = page_to_page(chromium, plane, work, way)
                         rates.setdefault(way, []).append(rate)
             finally:
                 chromium.close()
@@ -123,14 +128,17 @@ def measure() -> tuple[dict[str, list[float]], dict[str, float]]:
     return rates, hashes
 
 
-def page_to_page(chromium: Browser, plane: ControlPlane, work: Path, transport: str) -> float:
-    """MB/s the receiving /transfer page reports for SIZE bytes over `transport`."""
+def page_to_page(
+    chromium: Browser, plane: ControlPlane, work: Path, transport: str, query: str = ""
+) -> float:
+    """MB/s the receiving /transfer page reports for SIZE bytes over `transport` (`query`
+    added to both pages' query string)."""
     context = chromium.new_context(accept_downloads=True, permissions=["camera", "microphone"])
     context.set_default_timeout(120_000)
     work.mkdir()
     try:
         _sender, receiver, _source, saved = browser_to_browser(
-            context, plane, work, transport, size=SIZE
+            context, plane, work, transport, size=SIZE, queries=(query, query)
         )
         received = state(receiver)
         if received["error"] or saved.stat().st_size != SIZE:
@@ -179,6 +187,12 @@ def browser_section() -> str:
         return ", ".join(f"{v:.1f}" for v in rates[name])
 
     webrtc = med["webrtc"]
+
+    def paired(a: str, b: str) -> str:
+        ratios = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+        wins = sum(r > 1 for r in ratios)
+        return f"median of the rounds' ratios {statistics.median(ratios):.2f}x, faster in {wins} of {len(ratios)} rounds"
+
     return "\n".join(
         [
             f"Browser → browser (`/transfer`, Debian Chromium, headless, 128 MiB, {RUNS} runs):",
@@ -186,6 +200,8 @@ def browser_section() -> str:
             "| way | median MB/s | runs |",
             "|---|---|---|",
             f"| page → page over WebRTC | {webrtc:.1f} | {runs('webrtc')} |",
+            "| page → page over WebRTC, every record sealed as well (`?dtls=0`) | "
+            f"{med['webrtc-sealed']:.1f} | {runs('webrtc-sealed')} |",
             f"| page → page over the relay | {med['relay']:.1f} | {runs('relay')} |",
             "| reference: Chromium's bare data channel, page to page, 256 KiB messages, "
             f"nothing else | "
@@ -193,7 +209,9 @@ def browser_section() -> str:
             "",
             f"Browser → browser over WebRTC: **{webrtc:.1f} MB/s** (target ≥ 25 MB/s: "
             f"{'met' if webrtc >= 25 else 'missed'}); {webrtc / med['bare']:.2f}x of what this "
-            "Chromium's data channel carries bare on this machine.",
+            "Chromium's data channel carries bare on this machine; records left to DTLS "
+            f"against sealed as well: {webrtc / med['webrtc-sealed']:.2f}x (medians), "
+            f"{paired('webrtc', 'webrtc-sealed')}.",
             "",
             f"The page's SHA-256 (sha256.js, JavaScript, incremental, 256 KiB pieces, each "
             f"side hashes every byte): {hashes['page']:.0f} MB/s; WebCrypto's one-shot digest "

@@ -108,10 +108,16 @@ def open_page(
     plane: ControlPlane,
     transport: str | None = None,
     init_script: str | None = None,
+    query: str = "",
 ) -> Page:
     """The /transfer page, ready (its state shows `idle`), for loopback WebRTC on 127.0.0.1;
-    `init_script` runs in the page before its own scripts (to break something on purpose)."""
-    query = "?loopback=1" + (f"&transport={transport}" if transport else "")
+    `init_script` runs in the page before its own scripts (to break something on purpose);
+    `query` adds to the page's query string (`dtls=0`)."""
+    query = (
+        "?loopback=1"
+        + (f"&transport={transport}" if transport else "")
+        + (f"&{query}" if query else "")
+    )
     page = context.new_page()
     if init_script:
         page.add_init_script(init_script)

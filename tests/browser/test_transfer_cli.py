@@ -22,6 +22,7 @@ from tests.browser.test_transfer_page import (
     RECORD_CHANNELS,
     click_for_download,
     offer,
+    records_went,
     wait_state,
 )
 from tests.support.loopback_ns import LoopbackNamespace
@@ -29,14 +30,16 @@ from tests.support.net import wait_until
 from tests.support.platform import ControlPlane
 
 CLI_SECONDS = 150
-# `python -m openpod` as a CLI from before pre-negotiated data channels: it does not say it
-# can make one, so the channel is opened in band (the sender announces it to the receiver).
+# `python -m openpod` as a CLI from before pre-negotiated data channels and clear records in
+# DTLS: it says neither, so the channel is opened in band (the sender announces it to the
+# receiver) and every record is sealed.
 OLDER_CLI = """
 import dataclasses, runpy
 import openpod.cli.send_connect as connect
 newer = connect._transports
 async def older(session, options):
-    return await newer(session, dataclasses.replace(options, negotiated_channel=False))
+    options = dataclasses.replace(options, negotiated_channel=False, dtls_records=False)
+    return await newer(session, options)
 connect._transports = older
 runpy.run_module("openpod", run_name="__main__", alter_sys=True)
 """
@@ -129,6 +132,7 @@ def test_cli_sends_to_the_browser(
     assert hook["result"]["files"] == [{"path": "from-cli.bin", "size": BIG, "sha256": digest}]
     assert summary["transport"] == hook["transport"] == "webrtc"
     assert receiver.evaluate("window.openpodChannels") == NEGOTIATED  # the CLI said it can
+    assert records_went(receiver) == "clear"  # and that DTLS alone may carry the records
     assert list(summary["sha256"].values()) == [digest]
     print(f"\nCLI -> browser over webrtc: {hook['result']['mbps']:.1f} MB/s")
 
@@ -155,12 +159,13 @@ def test_browser_sends_to_the_cli(
     assert hook["result"]["files"][0]["sha256"] == digest
     assert summary["transport"] == hook["transport"] == "webrtc"
     assert sender.evaluate("window.openpodChannels") == NEGOTIATED
+    assert records_went(sender) == "clear"
     assert summary["bytes"] == BIG
     print(f"\nbrowser -> CLI over webrtc: {hook['result']['mbps']:.1f} MB/s")
 
 
 @pytest.mark.parametrize("page_is", ["receiver", "sender"])
-def test_an_older_cli_gets_the_channel_opened_in_band(
+def test_an_older_cli_gets_the_channel_opened_in_band_and_sealed_records(
     context: BrowserContext,
     plane: ControlPlane,
     netns: LoopbackNamespace,
@@ -168,8 +173,9 @@ def test_an_older_cli_gets_the_channel_opened_in_band(
     cli_runs: list[Cli],
     page_is: str,
 ) -> None:
-    """A CLI that does not say it can pre-negotiate the data channel still gets WebRTC: the
-    page takes the channel the CLI opens (page receiving) or opens it in band (page sending)."""
+    """A CLI that does not say it can pre-negotiate the data channel, nor that its records may
+    go in the clear inside DTLS, still gets WebRTC: the page takes the channel the CLI opens
+    (page receiving) or opens it in band (page sending), and seals every record."""
     source = random_file(tmp_path / "older.bin", 2 * 1024 * 1024)
     page = open_page(context, plane, init_script=RECORD_CHANNELS)
     if page_is == "receiver":
@@ -193,3 +199,4 @@ def test_an_older_cli_gets_the_channel_opened_in_band(
     assert summary["transport"] == hook["transport"] == "webrtc"
     made = [] if page_is == "receiver" else [{"label": "openpod", "ordered": True}]
     assert page.evaluate("window.openpodChannels") == made
+    assert records_went(page) == "sealed"

@@ -60,15 +60,41 @@ def offer(sender: Page, source: Path) -> str:
 
 
 # Every data channel a page makes, with the options it asked for, in window.openpodChannels.
+# Records the data channels the page makes, and what it sends on them: `messages` in all,
+# `clear` of them a control record as it is (`J{"t":"`; a sealed record starts so with odds
+# of 2^-56), so a channel whose records go in the clear inside DTLS shows every control
+# message it sent here, and a sealed one none.
 RECORD_CHANNELS = """(() => {
   window.openpodChannels = [];
+  window.openpodSent = { messages: 0, clear: 0 };
   const create = RTCPeerConnection.prototype.createDataChannel;
   RTCPeerConnection.prototype.createDataChannel = function (label, options) {
     window.openpodChannels.push({ label, ...(options || {}) });
     return create.call(this, label, options);
   };
+  const control = Array.from('J{"t":"', (c) => c.charCodeAt(0));
+  const send = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (message) {
+    const bytes = ArrayBuffer.isView(message)
+      ? new Uint8Array(message.buffer, message.byteOffset, message.byteLength)
+      : new Uint8Array(message);
+    window.openpodSent.messages += 1;
+    if (control.every((c, i) => bytes[i] === c)) window.openpodSent.clear += 1;
+    return send.call(this, message);
+  };
 })();"""
 NEGOTIATED = [{"label": "openpod", "ordered": True, "negotiated": True, "id": 0}]
+
+
+def records_went(page: Page) -> str:
+    """How the page's records crossed its data channel: "clear" or "sealed" (RECORD_CHANNELS)."""
+    sent = page.evaluate("window.openpodSent")
+    assert sent["messages"] >= 3, sent  # a sender's manifest, plan, file, end, done; a
+    # receiver's hello, have, go, ok, done
+    if sent["clear"] == 0:
+        return "sealed"
+    assert sent["clear"] >= 3, sent
+    return "clear"
 
 
 def browser_to_browser(
@@ -79,13 +105,15 @@ def browser_to_browser(
     size: int = BIG,
     init_script: str | None = None,
     sender_script: str | None = None,
+    queries: tuple[str, str] = ("", ""),
 ) -> tuple[Page, Page, Path, Path]:
     """`size` bytes from one page to another (`transport` forced on both, or None; the
-    sender page runs `sender_script` instead of `init_script`); (sender, receiver, source,
-    saved), both pages done or failed."""
+    sender page runs `sender_script` instead of `init_script`; `queries` add to the sender's
+    and the receiver's query string); (sender, receiver, source, saved), both pages done or
+    failed."""
     source = random_file(tmp_path / "payload.bin", size)
-    sender = open_page(context, plane, transport, sender_script or init_script)
-    receiver = open_page(context, plane, transport, init_script)
+    sender = open_page(context, plane, transport, sender_script or init_script, queries[0])
+    receiver = open_page(context, plane, transport, init_script, queries[1])
     code = offer(sender, source)
     receiver.fill("#code-input", code)
     download = click_for_download(receiver, "#receive-go", lambda: f"the sender: {state(sender)}")
@@ -120,8 +148,26 @@ def test_browser_to_browser(
     channels = NEGOTIATED if transport == "webrtc" else []
     assert sender.evaluate("window.openpodChannels") == channels
     assert receiver.evaluate("window.openpodChannels") == channels
+    if transport == "webrtc":  # both pages say "dtls": DTLS alone carries the records
+        assert (records_went(sender), records_went(receiver)) == ("clear", "clear")
     rate = received["result"]["mbps"]
     print(f"\nbrowser -> browser over {transport}: {rate:.1f} MB/s")  # shown with -s
+
+
+@pytest.mark.parametrize("sealing", ["sender", "receiver"])
+def test_a_page_that_seals_webrtc_records_gets_them_sealed_both_ways(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path, sealing: str
+) -> None:
+    """One page acts as a peer from before "dtls" (`?dtls=0`): both seal their records."""
+    queries = ("dtls=0", "") if sealing == "sender" else ("", "dtls=0")
+    sender, receiver, source, saved = browser_to_browser(
+        context, plane, tmp_path, "webrtc", 2 << 20, RECORD_CHANNELS, queries=queries
+    )
+    sent, received = state(sender), state(receiver)
+    assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
+    assert (sent["transport"], received["transport"]) == ("webrtc", "webrtc")
+    assert sha256_of(saved) == sha256_of(source)
+    assert (records_went(sender), records_went(receiver)) == ("sealed", "sealed")
 
 
 GATHER = """async () => {

@@ -40,6 +40,8 @@ class Options:
     loopback_only: bool = False  # offer only 127.0.0.1: both ends on one machine
     # Say that our WebRTC data channel can be pre-negotiated (peers before it do not say so)
     negotiated_channel: bool = True
+    # Say that our WebRTC records may go in the clear inside DTLS (peers before it do not)
+    dtls_records: bool = True
 
 
 def only_loopback(sdp: str) -> str:
@@ -59,17 +61,26 @@ def _offered(sdp: str, options: Options) -> str:
 
 @dataclass(frozen=True)
 class Common:
-    """What both sides said they can: transports in the order to try, and whether the WebRTC
-    data channel is pre-negotiated (both sides said `"negotiated": true`)."""
+    """What both sides said they can: transports in the order to try, whether the WebRTC
+    data channel is pre-negotiated (both sides said `"negotiated": true`) and whether its
+    records go in the clear inside DTLS (both said `"dtls": true`)."""
 
     transports: list[Transport]
     negotiated: bool
+    dtls: bool = False
+
+    def clear(self, transport: Transport) -> bool:
+        """Whether the records of ``transport`` go unsealed (docs/transfer.md, "Records on
+        WebRTC"): only WebRTC's, and only when both sides said so."""
+        return transport == "webrtc" and self.dtls
 
 
 async def _transports(session: Session, options: Options) -> Common:
     mine: dict[str, Any] = {"t": "transports", "can": list(options.transports)}
     if options.negotiated_channel:
         mine["negotiated"] = True
+    if options.dtls_records:
+        mine["dtls"] = True
     await session.send(mine)
     theirs = await session.recv()
     if theirs["t"] != "transports" or not isinstance(theirs.get("can"), list):
@@ -77,11 +88,14 @@ async def _transports(session: Session, options: Options) -> Common:
     return Common(
         [t for t in TRANSPORTS if t in options.transports and t in theirs["can"]],
         options.negotiated_channel and theirs.get("negotiated") is True,
+        options.dtls_records and theirs.get("dtls") is True,
     )
 
 
-async def _await_hello(session: Session, channel: Channel, transport: Transport) -> Link:
-    link = session.link(channel, transport)
+async def _await_hello(
+    session: Session, channel: Channel, transport: Transport, clear: bool = False
+) -> Link:
+    link = session.link(channel, transport, clear=clear)
     hello = proto.parse_control(await asyncio.wait_for(link.recv(), HELLO_SECONDS))
     proto.expect(hello, "hello")
     return link
@@ -130,7 +144,9 @@ async def sender_connect(session: Session, options: Options) -> Link:
                 if answer:
                     await offer.accept(str(answer.get("sdp", "")))
                     channel = await offer.channel(CONNECT_SECONDS)
-                    return await _await_hello(session, channel, transport)
+                    return await _await_hello(
+                        session, channel, transport, clear=common.clear(transport)
+                    )
             else:
                 from openpod.adapters.transfer import relay
 
@@ -212,7 +228,7 @@ async def receiver_connect(session: Session, options: Options) -> Link:
             continue
         assert channel is not None
         assert kind is not None
-        link = session.link(channel, kind)
+        link = session.link(channel, kind, clear=common.clear(kind))
         await link.send(proto.control({"t": "hello", "v": 1}))
         if await _kept(session, link, kind):
             return link

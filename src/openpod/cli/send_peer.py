@@ -4,7 +4,8 @@ Both sides meet in a signaling room named by the code's nameplate, run CPace wit
 code as the password and confirm the key (:func:`key_exchange`); a :class:`Session` then
 seals their negotiation, and a :class:`Link` seals the records of the channel they choose
 (cli/send_connect.py) with per-transport keys, so neither signaling nor the relay can read
-or change a byte unnoticed (docs/transfer.md).
+or change a byte unnoticed (docs/transfer.md). On WebRTC, when both sides say so, records go
+in the clear inside DTLS, whose peer the sealed SDP pins ("Records on WebRTC").
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from openpod.adapters.transfer.channel import Channel
 from openpod.adapters.transfer.signal import SignalClient
 from openpod.domain.cpace import CPace, PakeError
 from openpod.domain.transfer_code import TransferCode
-from openpod.domain.transfer_keys import IntegrityError, Opener, Sealer, SessionKeys
+from openpod.domain.transfer_keys import (
+    ClearOpener,
+    ClearSealer,
+    IntegrityError,
+    Opener,
+    Sealer,
+    SessionKeys,
+)
 
 Role = Literal["sender", "receiver"]
 Transport = Literal["direct", "webrtc", "relay"]
@@ -43,15 +51,16 @@ class Link:
 
     channel: Channel
     transport: str
-    sealer: Sealer
-    opener: Opener
+    sealer: Sealer | ClearSealer
+    opener: Opener | ClearOpener
     first: bytes | None = None  # a record read while choosing the transport
 
     @property
     def max_data(self) -> int:
-        """The most file bytes one data record carries here."""
+        """The most file bytes one data record carries here (after the type byte and the
+        sealer's tag)."""
         cap = 1 << 20 if self.transport == "direct" else 256 * 1024
-        return min(cap, self.channel.max_record - 17)
+        return min(cap, self.channel.max_record - 1 - self.sealer.overhead)
 
     async def send(self, plaintext: bytes) -> None:
         await self.channel.send(self.sealer.seal(plaintext))
@@ -99,7 +108,13 @@ class Session:
             raise TransferFailed("the other side sent a malformed negotiation message")
         return message
 
-    def link(self, channel: Channel, transport: Transport) -> Link:
+    def link(self, channel: Channel, transport: Transport, *, clear: bool = False) -> Link:
+        """The records of ``channel``: sealed with this transport's keys, or (``clear``, only
+        on WebRTC once both sides said ``"dtls": true``) as they are, inside DTLS."""
+        if clear:
+            if transport != "webrtc":
+                raise ValueError(f"records go in the clear only on webrtc, not {transport}")
+            return Link(channel, transport, ClearSealer(), ClearOpener())
         return Link(
             channel,
             transport,

@@ -5,6 +5,8 @@ per purpose and direction (docs/transfer.md, "Key schedule"): confirmation MACs 
 wrong code apart, and AES-256-GCM keys for sealed signaling and for each transport's records.
 `Sealer`/`Opener` number the messages of one key from 0 (the nonce is the number, 12 bytes
 big-endian), so a record that is altered, dropped, replayed or reordered fails to open.
+`ClearSealer`/`ClearOpener` leave records as they are, for WebRTC when both sides agree: its
+DTLS already ends at the peer that holds the code (docs/transfer.md, "Records on WebRTC").
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Sealer:
     """Seals the messages one side sends under one key, numbered 0, 1, 2, ..."""
 
     __slots__ = ("_aead", "_seq")
+    overhead = TAG_LEN  # bytes a sealed record has beyond its plaintext
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
@@ -147,3 +150,31 @@ class Opener:
             raise IntegrityError("data was altered in transit") from None
         self._seq += 1
         return plaintext
+
+
+class ClearSealer:
+    """Records as they are, for a transport that encrypts and authenticates them end to end
+    itself: WebRTC, whose DTLS peer is pinned by the certificate fingerprint in an SDP that
+    came over sealed signaling (docs/transfer.md, "Records on WebRTC")."""
+
+    __slots__ = ()
+    overhead = 0
+
+    def __repr__(self) -> str:
+        return "ClearSealer()"
+
+    def seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        """The record is the plaintext (a copy only when it is not `bytes` already)."""
+        return plaintext if isinstance(plaintext, bytes) else bytes(plaintext)
+
+
+class ClearOpener:
+    """The other end of a :class:`ClearSealer`: the record is the plaintext."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ClearOpener()"
+
+    def open(self, record: bytes | bytearray | memoryview) -> bytes:
+        return record if isinstance(record, bytes) else bytes(record)

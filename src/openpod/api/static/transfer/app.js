@@ -11,6 +11,7 @@ const query = new URLSearchParams(location.search);
 const options = {
   loopback: query.get("loopback") === "1", // tests on 127.0.0.1 only: see peer.js
   transport: ["webrtc", "relay"].includes(query.get("transport")) ? query.get("transport") : null,
+  dtls: query.get("dtls") !== "0", // `?dtls=0`: seal WebRTC records as peers before "dtls" do
 };
 const FOLDER_SETTING = "openpod-transfer-pick-folder";
 

@@ -1,12 +1,13 @@
 // The two ways a browser moves records (docs/transfer.md "Transports"): a WebRTC data channel
 // straight to the other side, or the control plane's relay WebSocket when nothing else
 // connects. Both are wrapped in a RecordChannel that seals every record with the session's
-// per-transport key, keeps them in order, and slows the sender down when the pipe is full.
+// per-transport key (on WebRTC, when both sides said so, leaves it to DTLS), keeps them in
+// order, and slows the sender down when the pipe is full.
 
 import { IntegrityError } from "./crypto.js";
 import { TransferError, wsUrl } from "./signal.js";
 
-export const RECORD_OVERHEAD = 17; // the type byte + the AES-GCM tag
+export const RECORD_OVERHEAD = 17; // the type byte + the AES-GCM tag of a sealed record
 const WEBRTC_MAX = 262144; // Chromium's and aiortc's maxMessageSize: fewer, larger messages
 const RELAY_DATA = 256 * 1024;
 const HIGH_WATER = 4 * 1024 * 1024; // relay: bytes queued in the browser before we wait
@@ -232,7 +233,7 @@ export class RecordChannel {
     this.name = name;
     this.sealer = sealer;
     this.opener = opener;
-    this.maxData = transport.maxRecord - RECORD_OVERHEAD;
+    this.maxData = transport.maxRecord - 1 - sealer.overhead; // the type byte, the tag if any
     this.outgoing = [];      // seal promises, in seq order
     this.pumping = null;
     this.roomWaiters = [];

@@ -7,8 +7,8 @@
 // sealed records. The server sees only the nameplate and opaque, sealed bytes.
 
 import {
-  b64decode, b64encode, cpaceStart, deriveSessionKeys, IntegrityError, newCode, Opener,
-  parseCode, PakeError, Sealer,
+  b64decode, b64encode, ClearOpener, ClearSealer, cpaceStart, deriveSessionKeys,
+  IntegrityError, newCode, Opener, parseCode, PakeError, Sealer,
 } from "./crypto.js";
 import { RecordChannel, relayConnect, webrtcAnswer, webrtcOffer } from "./channels.js";
 import { receiveFiles, sendFiles } from "./files.js";
@@ -133,6 +133,7 @@ class Session {
   }
 
   async channel(transport, name) {
+    if (name === "webrtc" && this.dtls) return new RecordChannel(transport, new ClearSealer(), new ClearOpener(), name);
     const sealer = new Sealer(await this.keys.dataKey(this.role, name));
     const opener = new Opener(await this.keys.dataKey(peerOf(this.role), name));
     return new RecordChannel(transport, sealer, opener, name);
@@ -140,14 +141,19 @@ class Session {
 
   /** Both sides say what they can; the ones both can, in the protocol's order. Both say
    * they can pre-negotiate the WebRTC data channel: then `this.negotiated` (older peers do
-   * not say so and get the channel opened in band). */
-  async common(can) {
-    await this.send({ t: "transports", can, negotiated: true });
+   * not say so and get the channel opened in band). Both say their WebRTC records may go in
+   * the clear inside DTLS (`dtls`: false here acts as a peer from before that): then
+   * `this.dtls`. */
+  async common(can, dtls) {
+    const mine = { t: "transports", can, negotiated: true };
+    if (dtls) mine.dtls = true;
+    await this.send(mine);
     const theirs = await this.recv();
     if (theirs.t !== "transports" || !Array.isArray(theirs.can)) {
       throw new TransferError("protocol", "The other side did not say how it can connect.");
     }
     this.negotiated = theirs.negotiated === true;
+    this.dtls = dtls && theirs.dtls === true;
     return ORDER.filter((t) => can.includes(t) && theirs.can.includes(t));
   }
 }
@@ -179,9 +185,9 @@ async function tried(session, transport) {
 }
 
 /** The sender tries each transport both sides can until the receiver's hello arrives. */
-async function senderConnect(session, can, iceServers) {
+async function senderConnect(session, can, iceServers, dtls) {
   const attempted = [];
-  for (const transport of await session.common(can)) {
+  for (const transport of await session.common(can, dtls)) {
     const tally = { transport, why: null };
     attempted.push(tally);
     let attempt = null;
@@ -212,8 +218,8 @@ async function senderConnect(session, can, iceServers) {
 }
 
 /** The receiver answers each `try` and says hello on the first channel that opens. */
-async function receiverConnect(session, can, iceServers) {
-  const common = await session.common(can);
+async function receiverConnect(session, can, iceServers, dtls) {
+  const common = await session.common(can, dtls);
   if (!common.length) throw noWay([]);
   const attempted = []; // [{transport, why}]
   let current = null; // {tally, pending: Promise<{channel}|{failed}>, close()}
@@ -324,14 +330,15 @@ async function setup(options) {
   loopbackOnly = Boolean(options.loopback);
   if (loopbackOnly) await loopbackCandidates();
   const can = options.transport ? [options.transport] : BROWSER_CAN;
-  return { words: words.words, iceServers: config.iceServers || [], can };
+  // `options.dtls === false` seals WebRTC records as peers from before "dtls" do (tests)
+  return { words: words.words, iceServers: config.iceServers || [], can, dtls: options.dtls !== false };
 }
 
 /** Send `entries` ([{file, path}]) and `dirs`; `on.code(text)` shows the code to the user.
  * A receiver that leaves before the end may come back with the same code (a CLI receiver
  * resumes); a wrong code ends the code for good. */
 export async function send(entries, dirs, on, options = {}) {
-  const { words, iceServers, can } = await setup(options);
+  const { words, iceServers, can, dtls } = await setup(options);
   const signal = await SignalClient.connect();
   let channel = null;
   signal.onPeerLeft = () => {
@@ -346,7 +353,7 @@ export async function send(entries, dirs, on, options = {}) {
       try {
         const session = await Session.exchange(signal, code, room.room, "sender");
         on.state("connecting");
-        channel = await senderConnect(session, can, iceServers);
+        channel = await senderConnect(session, can, iceServers, dtls);
         on.state("transferring", channel.name);
         return await sendFiles(channel, entries, dirs, on.progress);
       } catch (error) {
@@ -364,7 +371,7 @@ export async function send(entries, dirs, on, options = {}) {
 
 /** Receive the files of `codeText`, each written to `sink.open(path, size)`. */
 export async function receive(codeText, sink, on, options = {}) {
-  const { words, iceServers, can } = await setup(options);
+  const { words, iceServers, can, dtls } = await setup(options);
   const code = parseCode(codeText, words);
   const signal = await SignalClient.connect();
   try {
@@ -372,7 +379,7 @@ export async function receive(codeText, sink, on, options = {}) {
     const room = await signal.claim(code.nameplate);
     on.state("connecting");
     const session = await Session.exchange(signal, code, room.room, "receiver");
-    const channel = await receiverConnect(session, can, iceServers);
+    const channel = await receiverConnect(session, can, iceServers, dtls);
     on.state("transferring", channel.name);
     try {
       return await receiveFiles(channel, sink, on.progress);
