@@ -59,8 +59,8 @@ def offer(sender: Page, source: Path) -> str:
     return code
 
 
-# Every data channel a page makes, with the options it asked for, in window.openpodChannels.
-# Records the data channels the page makes, and what it sends on them: `messages` in all,
+# Every data channel a page makes, with the options it asked for, in window.openpodChannels;
+# what the page sends on them in window.openpodSent: `messages` in all,
 # `clear` of them a control record as it is (`J{"t":"`; a sealed record starts so with odds
 # of 2^-56), so a channel whose records go in the clear inside DTLS shows every control
 # message it sent here, and a sealed one none.

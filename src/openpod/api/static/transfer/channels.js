@@ -234,7 +234,7 @@ export class RecordChannel {
     this.sealer = sealer;
     this.opener = opener;
     this.maxData = transport.maxRecord - 1 - sealer.overhead; // the type byte, the tag if any
-    this.outgoing = [];      // seal promises, in seq order
+    this.outgoing = [];      // seal promises (clear records as they are), in seq order
     this.pumping = null;
     this.roomWaiters = [];
     this.incoming = [];      // open promises, in seq order

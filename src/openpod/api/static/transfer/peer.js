@@ -4,7 +4,8 @@
 // Both sides meet in a signaling room named by the nameplate, run CPace with the whole code,
 // confirm the key (a mismatch is "wrong code"; the sender then burns the room), agree on a
 // transport over sealed signaling (WebRTC first, then the relay), and move the files as
-// sealed records. The server sees only the nameplate and opaque, sealed bytes.
+// sealed records (on WebRTC, when both sides say so, as they are inside DTLS, whose peer the
+// sealed SDPs pin). The server sees only the nameplate and opaque, sealed bytes.
 
 import {
   b64decode, b64encode, ClearOpener, ClearSealer, cpaceStart, deriveSessionKeys,
