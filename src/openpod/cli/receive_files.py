@@ -26,7 +26,9 @@ from openpod.domain import transfer_protocol as proto
 from openpod.domain.transfer_keys import IntegrityError
 
 CLOSE_WAIT = 10.0
-WINDOW = 16 << 20  # file data the sender may have in flight on WebRTC, not yet written here
+# File data the sender may have in flight on WebRTC, not yet written here: more than a sending
+# page queues in its data channel (12 MiB) plus the W/4 between reports (docs/transfer.md).
+WINDOW = 32 << 20
 
 
 @dataclass

@@ -13,7 +13,11 @@ const ANSWER_MS = 120000; // a receiver may take a while to confirm a large file
 const CLOSE_MS = 3000;
 // Flow control on WebRTC (docs/transfer.md "The transfer"): the data channel hands every
 // message to the page as it arrives, so nothing else stops a sender when saving stalls.
-const WINDOW = 16 * 1024 * 1024; // what a receiver lets be sent and not yet saved
+// What a receiver lets be sent and not yet saved: more than a sending page queues in its data
+// channel (12 MiB, channels.js) plus the W/4 between our reports, or the window, not the
+// channel, paces the sender. At 16 MiB a sending page waited for room up to 1.6 s of a 6.3 s
+// transfer of 128 MiB; at 32 MiB, under 10 ms (bench/RESULTS.md).
+const WINDOW = 32 * 1024 * 1024;
 const WINDOW_MIN = 1024 * 1024;
 const WINDOW_MAX = 1024 * 1024 * 1024;
 
