@@ -7,7 +7,12 @@
 
 const SW_URL = "/transfer/static/sw.js";
 const SW_SCOPE = "/transfer/";
-const STREAM_HWM = 32; // chunks queued towards the download before the receiver waits
+// Chunks (of up to 256 KiB) queued towards the download before the receiver waits. The
+// download's writes come in bursts on a busy machine: with 32 a receiving page waited for room
+// 0.6-3.1 s of a 6-7 s transfer of 128 MiB (median 1.9 s, 9 runs), with 128 0.1-1.7 s (median
+// 0.2 s) (bench/RESULTS.md). A paused download holds at most this queue plus the window
+// (files.js) in the page: 32 + 32 MiB.
+const STREAM_HWM = 128;
 
 function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));

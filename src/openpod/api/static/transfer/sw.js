@@ -27,7 +27,7 @@ function streamFromPort(port) {
     cancel(reason) {
       port.postMessage({ cancelled: String(reason) });
     },
-  }, new CountQueuingStrategy({ highWaterMark: 32 }));
+  }, new CountQueuingStrategy({ highWaterMark: 128 })); // as save.js's STREAM_HWM
 }
 
 self.addEventListener("message", (event) => {
