@@ -154,6 +154,40 @@ def test_browser_to_browser(
     print(f"\nbrowser -> browser over {transport}: {rate:.1f} MB/s")  # shown with -s
 
 
+# A browser that cannot transfer a ReadableStream to a worker (as save.js probes): the
+# receiving page then posts each chunk to the service worker over a MessagePort, counted in
+# window.openpodPortChunks.
+NO_STREAM_TRANSFER = """(() => {
+  window.openpodPortChunks = 0;
+  const post = MessagePort.prototype.postMessage;
+  MessagePort.prototype.postMessage = function (message, transfer) {
+    const list = Array.isArray(transfer) ? transfer : (transfer && transfer.transfer) || [];
+    if (list.some((item) => item instanceof ReadableStream)) {
+      throw new DOMException("a ReadableStream cannot be transferred here", "DataCloneError");
+    }
+    if (message && message.chunk) window.openpodPortChunks += 1;
+    return post.call(this, message, transfer);
+  };
+})();"""
+
+
+def test_a_browser_that_cannot_transfer_streams_saves_through_a_port(
+    context: BrowserContext, plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The service worker's other way in (save.js portWriter, sw.js streamFromPort): every
+    chunk posted over a MessagePort, with the same queue depth, and the file saved whole."""
+    size = 8 << 20
+    sender, receiver, source, saved = browser_to_browser(
+        context, plane, tmp_path, "webrtc", size, NO_STREAM_TRANSFER
+    )
+    sent, received = state(sender), state(receiver)
+    assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
+    assert sha256_of(saved) == sha256_of(source)
+    assert saved.stat().st_size == size
+    chunks = receiver.evaluate("window.openpodPortChunks")
+    assert chunks >= size // (256 * 1024), chunks  # every record's bytes went by the port
+
+
 @pytest.mark.parametrize("sealing", ["sender", "receiver"])
 def test_a_page_that_seals_webrtc_records_gets_them_sealed_both_ways(
     context: BrowserContext, plane: ControlPlane, tmp_path: Path, sealing: str
