@@ -67,7 +67,7 @@ class Common:
 
     transports: list[Transport]
     negotiated: bool
-    dtls: bool = False
+    dtls: bool
 
     def clear(self, transport: Transport) -> bool:
         """Whether the records of ``transport`` go unsealed (docs/transfer.md, "Records on

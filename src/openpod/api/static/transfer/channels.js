@@ -7,7 +7,7 @@
 import { IntegrityError } from "./crypto.js";
 import { TransferError, wsUrl } from "./signal.js";
 
-export const RECORD_OVERHEAD = 17; // the type byte + the AES-GCM tag of a sealed record
+const RECORD_OVERHEAD = 17; // the type byte + the AES-GCM tag of a sealed record (relay)
 const WEBRTC_MAX = 262144; // Chromium's and aiortc's maxMessageSize: fewer, larger messages
 const RELAY_DATA = 256 * 1024;
 const HIGH_WATER = 4 * 1024 * 1024; // relay: bytes queued in the browser before we wait

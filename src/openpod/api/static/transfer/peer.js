@@ -134,7 +134,9 @@ class Session {
   }
 
   async channel(transport, name) {
-    if (name === "webrtc" && this.dtls) return new RecordChannel(transport, new ClearSealer(), new ClearOpener(), name);
+    if (name === "webrtc" && this.dtls) {
+      return new RecordChannel(transport, new ClearSealer(), new ClearOpener(), name);
+    }
     const sealer = new Sealer(await this.keys.dataKey(this.role, name));
     const opener = new Opener(await this.keys.dataKey(peerOf(this.role), name));
     return new RecordChannel(transport, sealer, opener, name);

@@ -106,7 +106,8 @@ export async function downloadSink() {
         };
       } else {
         const channel = new MessageChannel();
-        await post(worker, { type: "download", id, name, size, port: channel.port2 }, [channel.port2]);
+        const message = { type: "download", id, name, size, port: channel.port2, depth: STREAM_HWM };
+        await post(worker, message, [channel.port2]);
         writer = portWriter(channel.port1);
       }
       startDownload(id);

@@ -11,8 +11,9 @@ const downloads = new Map(); // id -> {name, size, stream}
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
-/** A stream fed by chunks posted on `port`; each chunk is acknowledged once it is read. */
-function streamFromPort(port) {
+/** A stream fed by chunks posted on `port`, queueing up to `depth` of them (the page's
+ * STREAM_HWM, save.js); each chunk is acknowledged once it is read. */
+function streamFromPort(port, depth) {
   return new ReadableStream({
     start(controller) {
       port.onmessage = ({ data }) => {
@@ -27,13 +28,14 @@ function streamFromPort(port) {
     cancel(reason) {
       port.postMessage({ cancelled: String(reason) });
     },
-  }, new CountQueuingStrategy({ highWaterMark: 128 })); // as save.js's STREAM_HWM
+  }, new CountQueuingStrategy({ highWaterMark: depth }));
 }
 
 self.addEventListener("message", (event) => {
   const data = event.data || {};
   if (data.type !== "download" || !/^[A-Za-z0-9_-]{8,64}$/.test(data.id || "")) return;
-  const stream = data.stream || streamFromPort(data.port);
+  const depth = Number.isSafeInteger(data.depth) ? Math.min(Math.max(data.depth, 1), 1024) : 1;
+  const stream = data.stream || streamFromPort(data.port, depth);
   downloads.set(data.id, { name: String(data.name || "download"), size: data.size, stream });
   event.ports[0].postMessage({ ready: data.id });
 });
