@@ -16,6 +16,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import open_page, random_file, sha256_of
 from tests.support.platform import ControlPlane
+from tests.vectors.transfer_crypto import sha256_4m
 
 BIG = 50 * 1024 * 1024
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "transfer_crypto.json"
@@ -137,13 +138,16 @@ def test_browser_to_browser(
     sent, received = state(sender), state(receiver)
     assert received["error"] is None and sent["error"] is None, (sent["error"], received["error"])
     assert (sent["transport"], received["transport"]) == (transport, transport)
-    digest = sha256_of(source)
-    assert sha256_of(saved) == digest
+    assert sha256_of(saved) == sha256_of(source)
     assert saved.stat().st_size == BIG
+    # Two pages check the file with the block hash (WebCrypto per 4 MiB), as Python computes it.
+    digest = sha256_4m(source.read_bytes())
     assert sent["result"]["files"] == [
-        {"path": "payload.bin", "size": BIG, "sha256": digest, "resumedFrom": 0}
+        {"path": "payload.bin", "size": BIG, "sha256-4m": digest, "resumedFrom": 0}
     ]
-    assert received["result"]["files"] == [{"path": "payload.bin", "size": BIG, "sha256": digest}]
+    assert received["result"]["files"] == [
+        {"path": "payload.bin", "size": BIG, "sha256-4m": digest}
+    ]
     assert received["result"]["bytes"] == BIG
     channels = NEGOTIATED if transport == "webrtc" else []
     assert sender.evaluate("window.openpodChannels") == channels
@@ -464,6 +468,7 @@ def test_a_record_altered_on_the_relay_is_an_integrity_failure(
 
 VECTOR_CHECKS = """async (vectors) => {
   const c = await import("/transfer/static/crypto.js");
+  const h = await import("/transfer/static/hashes.js");
   const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   const unhex = (text) => Uint8Array.from(text.match(/../g) || [], (h) => parseInt(h, 16));
   const wrong = [];
@@ -499,6 +504,15 @@ VECTOR_CHECKS = """async (vectors) => {
     else data = Uint8Array.from({ length: v.pattern_length }, (_, i) => i % 251);
     same(`sha256 ${v.text ?? v.pattern_length}`, new c.Sha256().update(data).digestHex(), v.digest);
   }
+  for (const v of vectors.sha256_4m) { // Chromium's WebCrypto, fed the page's record size
+    const data = Uint8Array.from({ length: v.pattern_length }, (_, i) => i % 251);
+    const hash = h.fileHash(h.BLOCKS);
+    for (let at = 0; at < data.length; at += 262144) {
+      const wait = hash.update(data.subarray(at, at + 262144));
+      if (wait) await wait;
+    }
+    same(`sha256-4m ${v.pattern_length}`, await hash.hex(), v.digest);
+  }
   for (const v of vectors.codes.filter((v) => !v.error)) {
     same(`code ${v.input}`, c.parseCode(v.input, vectors.words).text, v.text);
   }
@@ -509,7 +523,8 @@ VECTOR_CHECKS = """async (vectors) => {
 def test_crypto_js_computes_the_python_vectors_in_chromium(
     context: BrowserContext, plane: ControlPlane
 ) -> None:
-    """The browser's CPace, key schedule, records and SHA-256 equal what Python computes."""
+    """The browser's CPace, key schedule, records, SHA-256 and block hash equal what Python
+    computes."""
     vectors = json.loads(VECTORS.read_text())
     page = open_page(context, plane)
     outcome = page.evaluate(VECTOR_CHECKS, vectors)
@@ -519,6 +534,7 @@ def test_crypto_js_computes_the_python_vectors_in_chromium(
         + 2
         + 2 * len(vectors["records"])
         + len(vectors["sha256"])
+        + len(vectors["sha256_4m"])
         + sum(1 for v in vectors["codes"] if not v.get("error"))
     )
     assert outcome["checks"] == expected > 20

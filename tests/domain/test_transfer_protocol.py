@@ -74,6 +74,14 @@ def test_have_plan_and_end_checks() -> None:
         proto.parse_have({"t": "have", "files": []}, m)
     with pytest.raises(proto.ProtocolError, match="not a SHA-256"):
         proto.parse_have({"t": "have", "files": [{"offset": 0, "sha256": "zz" * 32}]}, m)
+    # A receiver may name the hash it picked; the CLI offers plain SHA-256 alone.
+    held = [{"offset": 0, "sha256": proto.EMPTY_SHA256}]
+    assert proto.parse_have({"t": "have", "files": held, "hash": "sha256"}, m) == [
+        proto.Have(0, proto.EMPTY_SHA256)
+    ]
+    for picked in ("sha256-4m", "md5", 7):
+        with pytest.raises(proto.ProtocolError, match="which this sender did not offer"):
+            proto.parse_have({"t": "have", "files": held, "hash": picked}, m)
     assert proto.parse_plan({"t": "plan", "offsets": [10]}, m) == [10]
     with pytest.raises(proto.ProtocolError, match="past its end"):
         proto.parse_plan({"t": "plan", "offsets": [11]}, m)

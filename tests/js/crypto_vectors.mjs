@@ -7,6 +7,7 @@
 
 import { readFileSync } from "node:fs";
 import * as c from "../../src/openpod/api/static/transfer/crypto.js";
+import { BLOCKS, fileHash } from "../../src/openpod/api/static/transfer/hashes.js";
 
 const vectors = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const words = vectors.words; // openpod.domain.transfer_words.WORDS
@@ -91,6 +92,40 @@ for (const v of vectors.sha256) {
     pieces.update(data.subarray(i, i + step));
   }
   same(`sha256 in pieces of ${v.pattern_length ?? v.text}`, pieces.digestHex(), v.digest);
+}
+// The pages' block hash (hashes.js, WebCrypto per 4 MiB block): whole, in uneven pieces that
+// straddle blocks, and read part way (as a sender checks a receiver's prefix) then fed on.
+async function blockHash(data, step) {
+  const hash = fileHash(BLOCKS);
+  for (let i = 0; i < data.length; i += step(i)) {
+    const wait = hash.update(data.subarray(i, i + step(i)));
+    if (wait) await wait;
+  }
+  return hash;
+}
+const blockVectors = new Map(vectors.sha256_4m.map((v) => [v.pattern_length, v.digest]));
+for (const [length, digest] of blockVectors) {
+  const data = pattern(length);
+  same(`sha256-4m of ${length} bytes`, await (await blockHash(data, () => 1 << 30)).hex(), digest);
+  same(`sha256-4m of ${length} bytes in 256 KiB`, await (await blockHash(data, () => 262144)).hex(), digest);
+  same(`sha256-4m of ${length} bytes in 3 MiB + 7`, await (await blockHash(data, () => 3 * 1048576 + 7)).hex(), digest);
+}
+{
+  const longest = Math.max(...blockVectors.keys());
+  const data = pattern(longest);
+  const hash = fileHash(BLOCKS);
+  let fed = 0;
+  for (const length of [...blockVectors.keys()].sort((a, b) => a - b)) {
+    const wait = hash.update(data.subarray(fed, length));
+    if (wait) await wait;
+    fed = length;
+    same(`sha256-4m read at ${length} bytes, then fed on`, await hash.hex(), blockVectors.get(length));
+  }
+  const queued = fileHash(BLOCKS);
+  let waits = 0;
+  for (let i = 0; i < 12; i++) if (queued.update(pattern(4194304))) waits++;
+  same("sha256-4m asks to wait once more than 8 block digests are queued", waits, 4);
+  same("an unknown hash is refused", (() => { try { fileHash("md5"); return "made"; } catch (e) { return e.message; } })(), "unknown hash md5");
 }
 for (const v of vectors.base64) {
   same(`b64encode ${v.hex}`, c.b64encode(unhex(v.hex)), v.b64);

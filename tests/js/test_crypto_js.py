@@ -11,4 +11,4 @@ VECTORS = ROOT / "tests" / "vectors" / "transfer_crypto.json"
 
 
 def test_crypto_js_reproduces_every_vector() -> None:
-    assert run_checks(SCRIPT, str(VECTORS)) >= 120
+    assert run_checks(SCRIPT, str(VECTORS)) >= 156

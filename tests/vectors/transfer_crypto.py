@@ -84,7 +84,20 @@ BASE64_INPUTS = [b"", b"f", b"fo", b"foo", b"foob", bytes(range(256))]
 
 def sha256_pattern(length: int) -> bytes:
     """The test pattern both sides build: byte i is i mod 251 (no alignment with 64-byte blocks)."""
-    return bytes(i % 251 for i in range(length))
+    return (bytes(range(251)) * (length // 251 + 1))[:length]
+
+
+BLOCK = 4 << 20  # hashes.js BLOCK_SIZE
+BLOCK_LENGTHS = (0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 12345)
+
+
+def sha256_4m(data: bytes) -> str:
+    """The pages' block hash (docs/transfer.md "Hashes"): the SHA-256 of the SHA-256s of each
+    4 MiB of `data`, the last block shorter; of nothing for empty data."""
+    blocks = b"".join(
+        hashlib.sha256(data[at : at + BLOCK]).digest() for at in range(0, len(data), BLOCK)
+    )
+    return hashlib.sha256(blocks).hexdigest()
 
 
 def _cpace_case(case: dict[str, Any]) -> dict[str, str]:
@@ -170,6 +183,9 @@ def build_vectors() -> dict[str, Any]:
             for n in (0, 3, 55, 56, 63, 64, 65, 1000, 1 << 20)
         ]
         + [{"text": "abc", "digest": hashlib.sha256(b"abc").hexdigest()}],
+        "sha256_4m": [
+            {"pattern_length": n, "digest": sha256_4m(sha256_pattern(n))} for n in BLOCK_LENGTHS
+        ],
         "words": list(WORDS),
         "codes": [_code(text) for text in CODE_INPUTS],
         "base64": [

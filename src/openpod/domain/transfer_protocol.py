@@ -16,6 +16,7 @@ CONTROL = 0x4A  # "J"
 DATA = 0x44  # "D"
 MAX_PATH_BYTES = 4096
 MAX_FILES = 1_000_000
+PLAIN_HASH = "sha256"  # the only hash the CLI offers or picks
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -164,6 +165,13 @@ def _hex_digest(value: object, what: str) -> str:
 
 def parse_have(message: dict[str, Any], manifest: Manifest) -> list[Have]:
     expect(message, "have")
+    picked = message.get("hash", PLAIN_HASH)
+    if picked != PLAIN_HASH:
+        # The CLI offers plain SHA-256 only (the one sha256sum prints); the pages' block hash
+        # is theirs (docs/transfer.md "Hashes").
+        raise ProtocolError(
+            f"'have' picks the hash {str(picked)[:40]!r}, which this sender did not offer"
+        )
     files = message.get("files")
     if not isinstance(files, list) or len(files) != len(manifest.files):
         raise ProtocolError("'have' does not list one entry per file of the manifest")

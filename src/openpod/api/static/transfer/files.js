@@ -1,12 +1,15 @@
 // The transfer itself, once a sealed channel is open (docs/transfer.md "The transfer"):
 // manifest, have, plan, go, then each file as `file`, data records and `end` with its
 // SHA-256, acknowledged by `ok`; `done` both ways. The sender hashes what it reads, the
-// receiver what it writes, and a file is only reported saved when both hashes agree.
+// receiver what it writes, and a file is only reported saved when both hashes agree: plain
+// SHA-256, or SHA-256 over 4 MiB blocks when the sender offers it and the receiver picks it
+// (hashes.js; pages do, the CLI does not).
 
-import { Sha256 } from "./crypto.js";
+import { BLOCKS, PLAIN, fileHash } from "./hashes.js";
 import { TransferError } from "./signal.js";
 
 const READ_CHUNK = 4 * 1024 * 1024; // bytes read from disk at a time
+// Of an empty file in either hash (no blocks: the SHA-256 of nothing).
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const MAX_PATH_BYTES = 4096;
 const ANSWER_MS = 120000; // a receiver may take a while to confirm a large file's hash
@@ -60,11 +63,20 @@ async function readSlice(file, start, end) {
   return new Uint8Array(await file.slice(start, end).arrayBuffer());
 }
 
-/** The SHA-256 state of the first `length` bytes of `file` (to check a receiver's prefix). */
-async function hashPrefix(file, length) {
-  const hash = new Sha256();
-  for (let at = 0; at < length; at += READ_CHUNK) hash.update(await readSlice(file, at, Math.min(length, at + READ_CHUNK)));
+/** The `scheme` hash of the first `length` bytes of `file` (to check a receiver's prefix). */
+async function hashPrefix(file, length, scheme) {
+  const hash = fileHash(scheme);
+  for (let at = 0; at < length; at += READ_CHUNK) {
+    const wait = hash.update(await readSlice(file, at, Math.min(length, at + READ_CHUNK)));
+    if (wait) await wait;
+  }
   return hash;
+}
+
+/** The hash the receiver picked in `have`: plain unless it names one this sender offered. */
+function pickedHash(have) {
+  if (have.hash === undefined || have.hash === PLAIN || have.hash === BLOCKS) return have.hash || PLAIN;
+  throw new TransferError("protocol", `'have' picks the hash '${String(have.hash).slice(0, 40)}', which this sender did not offer.`);
 }
 
 /** The sender's view of the receiver's window: `got` moves it; the other replies pass. */
@@ -132,20 +144,21 @@ export async function sendFiles(channel, entries, dirs, onProgress) {
 
 async function sendAll(channel, entries, dirs, onProgress) {
   const files = entries.map(({ file, path }) => ({ path, size: file.size, mode: 0o644 }));
-  await channel.sendJson({ t: "manifest", files, dirs, credit: 1 });
+  await channel.sendJson({ t: "manifest", files, dirs, credit: 1, hashes: [BLOCKS] });
   const have = await channel.expect("have", ANSWER_MS);
   if (!Array.isArray(have.files) || have.files.length !== files.length) {
     throw new TransferError("protocol", "'have' does not list one entry per file.");
   }
+  const scheme = pickedHash(have);
   const hashes = [];
   const offsets = [];
   for (const [i, { file }] of entries.entries()) {
     const { offset, sha256 } = have.files[i] || {};
     let keep = 0;
-    let hash = new Sha256();
+    let hash = fileHash(scheme);
     if (Number.isInteger(offset) && offset > 0 && offset <= file.size) {
-      const prefix = await hashPrefix(file, offset);
-      if (prefix.digestHex() === String(sha256).toLowerCase()) [keep, hash] = [offset, prefix];
+      const prefix = await hashPrefix(file, offset, scheme);
+      if (await prefix.hex() === String(sha256).toLowerCase()) [keep, hash] = [offset, prefix];
     }
     offsets.push(keep);
     hashes.push(hash);
@@ -159,13 +172,13 @@ async function sendAll(channel, entries, dirs, onProgress) {
       await channel.sendJson({ t: "file", i });
       await sendOne(channel, file, offsets[i], hashes[i], (n) => meter.add(n, path), credit);
     }
-    const sha256 = hashes[i].digestHex();
+    const sha256 = await hashes[i].hex();
     if (offsets[i] < file.size) {
       await channel.sendJson({ t: "end", i, sha256 });
       const ok = await credit.expect("ok");
       if (ok.i !== i) throw new TransferError("protocol", `'ok' names file ${ok.i}, expected ${i}.`);
     }
-    results.push({ path, size: file.size, sha256, resumedFrom: offsets[i] });
+    results.push({ path, size: file.size, [scheme]: sha256, resumedFrom: offsets[i] });
   }
   await channel.sendJson({ t: "done" });
   try {
@@ -188,7 +201,8 @@ async function sendOne(channel, file, offset, hash, counted, credit) {
     reading = nextAt < file.size ? readSlice(file, nextAt, Math.min(file.size, nextAt + READ_CHUNK)) : null;
     for (let p = 0; p < chunk.length; p += step) {
       const record = chunk.subarray(p, p + step);
-      hash.update(record);
+      const hashing = hash.update(record);
+      if (hashing) await hashing;
       await credit.room(record.length);
       await channel.sendData(record);
       counted(record.length);
@@ -234,8 +248,11 @@ export async function receiveFiles(channel, sink, onProgress) {
   try {
     const manifest = await channel.expect("manifest", ANSWER_MS);
     const { files, dirs } = checkManifest(manifest);
+    // The block hash when the sender offers it: WebCrypto's, off this thread (hashes.js).
+    const scheme = Array.isArray(manifest.hashes) && manifest.hashes.includes(BLOCKS) ? BLOCKS : PLAIN;
     // A browser keeps no part files: it holds nothing of any file yet.
-    await channel.sendJson({ t: "have", files: files.map(() => ({ offset: 0, sha256: EMPTY_SHA256 })) });
+    const held = files.map(() => ({ offset: 0, sha256: EMPTY_SHA256 }));
+    await channel.sendJson(scheme === PLAIN ? { t: "have", files: held } : { t: "have", files: held, hash: scheme });
     const plan = await channel.expect("plan", ANSWER_MS);
     if (!Array.isArray(plan.offsets) || plan.offsets.length !== files.length
       || plan.offsets.some((o, i) => o !== 0 && o !== files[i].size)) {
@@ -253,13 +270,13 @@ export async function receiveFiles(channel, sink, onProgress) {
     for (const [i, entry] of files.entries()) {
       if (entry.size === 0) { // nothing to send: the sender skips it, it is complete already
         await (await sink.open(entry.path, 0)).close();
-        results.push({ path: entry.path, size: 0, sha256: EMPTY_SHA256 });
+        results.push({ path: entry.path, size: 0, [scheme]: EMPTY_SHA256 });
         continue;
       }
       const start = await channel.expect("file", ANSWER_MS);
       if (start.i !== i) throw new TransferError("protocol", `The sender sent file ${start.i}, expected ${i}.`);
       writer = await sink.open(entry.path, entry.size);
-      const hash = new Sha256();
+      const hash = fileHash(scheme);
       let got = 0;
       for (;;) {
         const message = await channel.recv(ANSWER_MS);
@@ -267,19 +284,20 @@ export async function receiveFiles(channel, sink, onProgress) {
           if (message.json.t !== "end" || message.json.i !== i) {
             throw new TransferError("protocol", `Expected the end of ${entry.path}, got '${message.json.t}'.`);
           }
-          const sha256 = hash.digestHex();
+          const sha256 = await hash.hex();
           if (got !== entry.size || sha256 !== String(message.json.sha256).toLowerCase()) {
             throw new TransferError("integrity", `Integrity check failed for ${entry.path}: it does not match the sender's SHA-256.`);
           }
           await writer.close();
           writer = null;
           await channel.sendJson({ t: "ok", i });
-          results.push({ path: entry.path, size: entry.size, sha256 });
+          results.push({ path: entry.path, size: entry.size, [scheme]: sha256 });
           break;
         }
         got += message.data.length;
         if (got > entry.size) throw new TransferError("protocol", `The sender sent more than the size of ${entry.path}.`);
-        hash.update(message.data);
+        const hashing = hash.update(message.data);
+        if (hashing) await hashing;
         await writer.write(message.data);
         meter.add(message.data.length, entry.path);
         saved += message.data.length;
