@@ -9,17 +9,9 @@
 
 import { receiveFiles, sendFiles } from "../../src/openpod/api/static/transfer/files.js";
 import { BLOCKS, PLAIN, fileHash } from "../../src/openpod/api/static/transfer/hashes.js";
+import { ScriptedChannel, check, passed } from "./scripted.mjs";
 
 const EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-let checks = 0;
-
-function check(what, ok) {
-  if (!ok) {
-    console.error(`FAILED ${what}`);
-    process.exit(1);
-  }
-  checks++;
-}
 
 async function digest(scheme, bytes) {
   const hash = fileHash(scheme);
@@ -42,16 +34,13 @@ const blockDigest = await digest(BLOCKS, bytes);
 check("the two hashes differ", plainDigest !== blockDigest && plainDigest.length === 64 && blockDigest.length === 64);
 
 /** A receiver that answers `have` with `pick` (undefined: says nothing, as the CLI). */
-class ScriptedReceiver {
+class ScriptedReceiver extends ScriptedChannel {
   constructor(pick) {
-    this.name = "webrtc";
+    super("sender");
     this.maxData = 262144;
     this.pick = pick;
-    this.queue = [];
     this.received = [];
   }
-
-  get pending() { return this.queue.length > 0; }
 
   async sendJson(message) {
     const reply = (json) => this.queue.push({ json });
@@ -70,21 +59,6 @@ class ScriptedReceiver {
   }
 
   async sendData(data) { this.received.push(data.slice()); }
-
-  async recv() {
-    if (!this.queue.length) throw new Error("the sender waits for a reply the script never sends");
-    return this.queue.shift();
-  }
-
-  async expect(t) {
-    const { json } = await this.recv();
-    if (!json || json.t !== t) throw new Error(`the script answered ${json && json.t}, not ${t}`);
-    return json;
-  }
-
-  async flush() {}
-
-  async ended() {}
 }
 
 for (const [pick, scheme, want] of [[BLOCKS, BLOCKS, blockDigest], [undefined, PLAIN, plainDigest], [PLAIN, PLAIN, plainDigest]]) {
@@ -100,18 +74,16 @@ check(`a pick nobody offered stops the sender (${refused && refused.message})`,
   refused && refused.kind === "protocol" && refused.message.includes("'have' picks the hash 'md5'") && odd.received.length === 0);
 
 /** A sender that offers `hashes` (undefined: none, as the CLI) and ends with `end(picked)`. */
-class ScriptedSender {
+class ScriptedSender extends ScriptedChannel {
   constructor(hashes, end) {
-    this.name = "webrtc";
+    super("receiver");
     this.hashes = hashes;
     this.endDigest = end;
-    this.queue = [{ json: hashes === undefined
+    this.queue.push({ json: hashes === undefined
       ? { t: "manifest", files: [{ path: "f.bin", size }], dirs: [] }
-      : { t: "manifest", files: [{ path: "f.bin", size }], dirs: [], hashes } }];
+      : { t: "manifest", files: [{ path: "f.bin", size }], dirs: [], hashes } });
     this.sent = [];
   }
-
-  get pending() { return this.queue.length > 0; }
 
   async sendJson(message) {
     this.sent.push(message);
@@ -126,21 +98,6 @@ class ScriptedSender {
       this.queue.push({ json: { t: "done" } });
     }
   }
-
-  async recv() {
-    if (!this.queue.length) throw new Error("the receiver waits for a message the script never sends");
-    return this.queue.shift();
-  }
-
-  async expect(t) {
-    const message = await this.recv();
-    if (!message.json || message.json.t !== t) throw new Error(`the script sent ${message.json ? message.json.t : "data"}, not ${t}`);
-    return message.json;
-  }
-
-  async flush() {}
-
-  async ended() {}
 }
 
 class Sink {
@@ -173,4 +130,4 @@ check(`a wrong block hash is an integrity error (${mismatch && mismatch.message}
 check("the download is aborted, never closed", sink.saved === null && sink.aborted !== null);
 check("the sender is told", liar.sent.some((m) => m.t === "error") && !liar.sent.some((m) => m.t === "ok"));
 
-console.log(`ok: ${checks} checks`);
+passed();
