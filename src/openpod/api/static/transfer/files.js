@@ -75,7 +75,8 @@ async function hashPrefix(file, length, scheme) {
 
 /** The hash the receiver picked in `have`: plain unless it names one this sender offered. */
 function pickedHash(have) {
-  if (have.hash === undefined || have.hash === PLAIN || have.hash === BLOCKS) return have.hash || PLAIN;
+  const picked = have.hash === undefined ? PLAIN : have.hash;
+  if (picked === PLAIN || picked === BLOCKS) return picked;
   throw new TransferError("protocol", `'have' picks the hash '${String(have.hash).slice(0, 40)}', which this sender did not offer.`);
 }
 
@@ -191,7 +192,8 @@ async function sendAll(channel, entries, dirs, onProgress) {
   return meter.report(results);
 }
 
-/** One file's data records from `offset`; the next slice is read while this one is sent. */
+/** One file's data records from `offset`; the next slice is read while this one is sent. Each
+ * slice is hashed whole: a block hash then digests it in place, with no copy. */
 async function sendOne(channel, file, offset, hash, counted, credit) {
   const step = channel.maxData;
   let reading = offset < file.size ? readSlice(file, offset, Math.min(file.size, offset + READ_CHUNK)) : null;
@@ -199,10 +201,10 @@ async function sendOne(channel, file, offset, hash, counted, credit) {
     const chunk = await reading;
     const nextAt = at + READ_CHUNK;
     reading = nextAt < file.size ? readSlice(file, nextAt, Math.min(file.size, nextAt + READ_CHUNK)) : null;
+    const hashing = hash.update(chunk);
+    if (hashing) await hashing;
     for (let p = 0; p < chunk.length; p += step) {
       const record = chunk.subarray(p, p + step);
-      const hashing = hash.update(record);
-      if (hashing) await hashing;
       await credit.room(record.length);
       await channel.sendData(record);
       counted(record.length);
