@@ -78,9 +78,9 @@ SEND = """async (size) => {
 HASH = """async (size) => {
   const { Sha256 } = await import("/transfer/static/sha256.js");
   const { BLOCKS, fileHash } = await import("/transfer/static/hashes.js");
+  const { hexencode } = await import("/transfer/static/crypto.js");
   const data = new Uint8Array(size);
   for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-  const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   const rates = { page: [], blocks: [], webcrypto: [] };
   for (let round = 0; round < 5; round++) {
     let t = performance.now();
@@ -97,7 +97,7 @@ HASH = """async (size) => {
     await blocks.hex();
     rates.blocks.push(size / 1e6 / ((performance.now() - t) / 1000));
     t = performance.now();
-    const whole = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", data)));
+    const whole = hexencode(new Uint8Array(await crypto.subtle.digest("SHA-256", data)));
     rates.webcrypto.push(size / 1e6 / ((performance.now() - t) / 1000));
     if (page !== whole) throw new Error(`sha256.js gave ${page}, WebCrypto ${whole}`);
   }

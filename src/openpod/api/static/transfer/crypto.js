@@ -84,7 +84,11 @@ export function newCode(nameplate, words) {
   return { nameplate: String(nameplate), words: picked, text: [nameplate, ...picked].join("-") };
 }
 
-// ---- Base64 (standard alphabet, with padding) ----
+// ---- Hex (lower case) and Base64 (standard alphabet, with padding) ----
+
+export function hexencode(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 export function b64encode(bytes) {
   let binary = "";

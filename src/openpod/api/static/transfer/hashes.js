@@ -8,7 +8,7 @@
 // for links faster than this 2-core box, where the rate stayed the same. The CLI offers and
 // picks plain SHA-256, the one `sha256sum` prints.
 
-import { Sha256 } from "./sha256.js";
+import { hexencode, Sha256 } from "./crypto.js";
 
 export const PLAIN = "sha256";
 export const BLOCKS = "sha256-4m";
@@ -74,8 +74,7 @@ class BlockHash {
     if (this.fill) parts.push(crypto.subtle.digest("SHA-256", this.block.subarray(0, this.fill)));
     const all = new Uint8Array(32 * parts.length);
     (await Promise.all(parts)).forEach((digest, i) => all.set(new Uint8Array(digest), 32 * i));
-    const top = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
-    return Array.from(top, (b) => b.toString(16).padStart(2, "0")).join("");
+    return hexencode(new Uint8Array(await crypto.subtle.digest("SHA-256", all)));
   }
 }
 

@@ -8,7 +8,7 @@
 // sealed SDPs pin). The server sees only the nameplate and opaque, sealed bytes.
 
 import {
-  b64decode, b64encode, ClearOpener, ClearSealer, cpaceStart, deriveSessionKeys,
+  b64decode, b64encode, hexencode, ClearOpener, ClearSealer, cpaceStart, deriveSessionKeys,
   IntegrityError, newCode, Opener, parseCode, PakeError, Sealer,
 } from "./crypto.js";
 import { RecordChannel, relayConnect, webrtcAnswer, webrtcOffer } from "./channels.js";
@@ -50,10 +50,6 @@ const WRONG_CODE = {
   receiver: "Wrong code: it does not match the sender's. Each code allows one try: ask the sender for a new one.",
 };
 
-function randomHex(n) {
-  return Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** The next body of handshake `s`; bodies of another handshake are dropped. */
 async function recvFor(signal, s) {
   for (;;) {
@@ -78,7 +74,7 @@ class Session {
     let s;
     let peerShare;
     if (role === "receiver") {
-      s = randomHex(8);
+      s = hexencode(crypto.getRandomValues(new Uint8Array(8)));
       signal.send({ s, pake: b64encode(pake.share) });
       peerShare = b64field(await recvFor(signal, s), "pake");
     } else {

@@ -5,6 +5,8 @@
 //   folder the user picked (sub-folders included).
 // A sink has `open(path, size)` returning {write(bytes), close(), abort(reason)}.
 
+import { hexencode } from "./crypto.js";
+
 const SW_URL = "/transfer/static/sw.js";
 const SW_SCOPE = "/transfer/";
 // Chunks (of up to 256 KiB) queued towards the download before the receiver waits. The
@@ -13,11 +15,6 @@ const SW_SCOPE = "/transfer/";
 // 0.2 s) (bench/RESULTS.md). A paused download holds at most this queue plus the window
 // (files.js) in the page: 32 + 32 MiB.
 const STREAM_HWM = 128;
-
-function randomId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** The active service worker for /transfer/ (the page itself is outside its scope). */
 async function activeWorker() {
@@ -92,7 +89,7 @@ export async function downloadSink() {
   for (const frame of document.querySelectorAll("iframe.download-frame")) frame.remove(); // earlier, finished downloads
   return {
     async open(path, size) {
-      const id = randomId();
+      const id = hexencode(crypto.getRandomValues(new Uint8Array(16)));
       const name = path.split("/").join("_");
       let writer;
       if (streams) {
